@@ -1,0 +1,78 @@
+"""The content-addressed artifact store: `<root>/<asset>/<fingerprint>/`, written atomically.
+
+A step writes into a temporary sibling directory and renames it into place only when it has finished, so
+a crash never leaves something that looks finished. A directory that exists is a cache hit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+COMPLETE_MARKER = "_COMPLETE.json"
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """What one asset hands the next: where its artifact is and the fingerprint that names it."""
+
+    asset: str
+    fingerprint: str
+    path: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ArtifactRef":
+        return cls(**json.loads(text))
+
+
+class ArtifactStore:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def path(self, asset: str, fp: str) -> Path:
+        return self.root / asset / fp
+
+    def ref(self, asset: str, fp: str) -> ArtifactRef:
+        return ArtifactRef(asset=asset, fingerprint=fp, path=str(self.path(asset, fp)))
+
+    def is_complete(self, asset: str, fp: str) -> bool:
+        return (self.path(asset, fp) / COMPLETE_MARKER).is_file()
+
+    def summary(self, asset: str, fp: str) -> dict:
+        """The summary a finished step saved with its artifact (its metadata, for a cache hit)."""
+        return json.loads((self.path(asset, fp) / COMPLETE_MARKER).read_text())
+
+    @contextmanager
+    def writing(self, asset: str, fp: str) -> Iterator[Path]:
+        """Yield a temporary directory; on success it becomes `<root>/<asset>/<fp>`, on failure it is removed.
+
+        Write the step's summary with `finish(tmp, summary)` before leaving the block.
+        """
+        final = self.path(asset, fp)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{fp}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            yield tmp
+            if not (tmp / COMPLETE_MARKER).is_file():
+                raise RuntimeError(f"step for {asset} finished without writing its summary (store.finish)")
+            if final.exists():  # a stale, incomplete directory from an older layout: replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def finish(tmp_dir: Path, summary: dict) -> None:
+    """Mark a step's temporary directory as finished, saving its summary."""
+    (Path(tmp_dir) / COMPLETE_MARKER).write_text(json.dumps(summary, indent=2, default=str))
