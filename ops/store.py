@@ -44,6 +44,10 @@ class ArtifactStore:
     def ref(self, asset: str, fp: str) -> ArtifactRef:
         return ArtifactRef(asset=asset, fingerprint=fp, path=str(self.path(asset, fp)))
 
+    def work_dir(self, asset: str, fp: str) -> Path:
+        """A directory that survives crashes (training checkpoints), removed once the artifact is finished."""
+        return self.root / asset / f".work-{fp}"
+
     def is_complete(self, asset: str, fp: str) -> bool:
         return (self.path(asset, fp) / COMPLETE_MARKER).is_file()
 
@@ -65,14 +69,46 @@ class ArtifactStore:
             yield tmp
             if not (tmp / COMPLETE_MARKER).is_file():
                 raise RuntimeError(f"step for {asset} finished without writing its summary (store.finish)")
-            if final.exists():  # a stale, incomplete directory from an older layout: replace it
+            if final.exists():  # a forced rerun, or an incomplete leftover: replace it
                 shutil.rmtree(final)
             os.replace(tmp, final)
+            shutil.rmtree(self.work_dir(asset, fp), ignore_errors=True)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_summary(ref: ArtifactRef) -> dict:
+    """The summary saved with a finished artifact."""
+    return json.loads((Path(ref.path) / COMPLETE_MARKER).read_text())
+
+
 def finish(tmp_dir: Path, summary: dict) -> None:
     """Mark a step's temporary directory as finished, saving its summary."""
     (Path(tmp_dir) / COMPLETE_MARKER).write_text(json.dumps(summary, indent=2, default=str))
+
+
+@dataclass(frozen=True)
+class StepResult:
+    ref: ArtifactRef
+    summary: dict
+    cache_hit: bool
+
+
+def materialize(store: ArtifactStore, asset: str, fp: str, work, force: bool = False, log=print,
+                config: dict | None = None) -> StepResult:
+    """Run `work(tmp_dir) -> summary` unless `<asset>/<fp>` is already complete (a cache hit).
+
+    The summary is saved with the artifact, with the step's `config` under "config" for lineage.
+
+    `force` recomputes even when a finished artifact exists; the old one is replaced only once the new
+    one has been written completely.
+    """
+    if store.is_complete(asset, fp) and not force:
+        log(f"cache hit: {asset} {fp} is already at {store.path(asset, fp)}")
+        return StepResult(store.ref(asset, fp), store.summary(asset, fp), True)
+    log(f"computing {asset} {fp}" + (" (forced)" if force else ""))
+    with store.writing(asset, fp) as tmp:
+        summary = {**work(tmp), "config": config or {}}
+        finish(tmp, summary)
+    return StepResult(store.ref(asset, fp), summary, False)

@@ -1,0 +1,44 @@
+"""What every asset shares: the `force` option, the config part of a fingerprint, and the step's Output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from ops.store import StepResult
+
+
+class StepConfig(dg.Config):
+    force: bool = Field(False, description="Recompute this step even when a cached artifact with this fingerprint exists.")
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The settings that decide the artifact's content (not `force`, which only decides whether to rebuild)."""
+        return self.model_dump(exclude={"force"})
+
+
+def md_table(rows: list[dict[str, Any]], max_chars: int = 80) -> str:
+    """A markdown table of dicts, for the UI; cells are cut to `max_chars` and pipes escaped."""
+    if not rows:
+        return "_empty_"
+    cols = list(rows[0])
+
+    def cell(v: Any) -> str:
+        text = f"{v:.4f}" if isinstance(v, float) else str(v)
+        text = text.replace("|", "\\|").replace("\n", "⏎")
+        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def step_output(result: StepResult, metadata: dict[str, Any]) -> dg.Output:
+    """The asset's output: the artifact reference, its metadata and the fingerprint as data version."""
+    common = {
+        "fingerprint": result.ref.fingerprint,
+        "path": dg.MetadataValue.path(result.ref.path),
+        "cache_hit": result.cache_hit,
+    }
+    return dg.Output(result.ref, metadata={**common, **metadata}, data_version=dg.DataVersion(result.ref.fingerprint))

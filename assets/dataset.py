@@ -1,0 +1,46 @@
+"""training_dataset: load, validate, render, tokenize, mask and split the fine-tuning data."""
+
+
+import dagster as dg
+
+from assets.common import StepConfig, md_table, step_output
+from ops.data_loading import source_identity
+from ops.data_prep import prepare_dataset
+from ops.fingerprint import fingerprint
+from ops.modeling import load_tokenizer
+from ops.specs import DataSpec
+from ops.store import materialize
+from resources import ArtifactStoreResource, BaseModelResource
+
+CODE_VERSION = "1"
+
+
+class DatasetConfig(StepConfig, DataSpec):
+    pass
+
+
+@dg.asset(group_name="qlora", kinds={"huggingface", "python"}, code_version=CODE_VERSION)
+def training_dataset(
+    context: dg.AssetExecutionContext, config: DatasetConfig, store: ArtifactStoreResource, base_model: BaseModelResource
+) -> dg.Output:
+    """Instruction data tokenized with the base model's tokenizer, prompt masked out of the loss, split train/eval."""
+    base = base_model.resolve()
+    fp = fingerprint(CODE_VERSION, config.fingerprint_fields(), {"data": source_identity(config), "tokenizer": base.identity})
+
+    def work(tmp):
+        tokenizer = load_tokenizer(base.source, base.revision, base_model.trust_remote_code)
+        return prepare_dataset(DataSpec(**config.fingerprint_fields()), tokenizer, tmp, log=context.log.info)
+
+    result = materialize(store.store(), "training_dataset", fp, work, config.force, context.log.info,
+                         config=config.fingerprint_fields())
+    s = result.summary
+    return step_output(result, {
+        "format": s["format"],
+        "rows": dg.MetadataValue.int(s["rows"]),
+        "train_rows": dg.MetadataValue.int(s["train_rows"]),
+        "eval_rows": dg.MetadataValue.int(s["eval_rows"]),
+        "tokens": dg.MetadataValue.int(s["tokens"]),
+        "truncated_rows": dg.MetadataValue.int(s["truncated_rows"]),
+        "duplicates_dropped": dg.MetadataValue.int(s["duplicates_dropped"]),
+        "preview": dg.MetadataValue.md(md_table(s["preview"])),
+    })

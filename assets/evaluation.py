@@ -1,0 +1,53 @@
+"""adapter_evaluation: base against base+adapter on the held-out split."""
+
+
+import dagster as dg
+
+from assets.common import StepConfig, md_table, step_output
+from ops.evaluation import evaluate_adapter, report_table_md, write_report
+from ops.fingerprint import fingerprint
+from ops.specs import EvalSpec
+from ops.store import ArtifactRef, materialize
+from resources import ArtifactStoreResource, GPUResource
+
+CODE_VERSION = "1"
+
+
+class EvalConfig(StepConfig, EvalSpec):
+    pass
+
+
+@dg.asset(group_name="qlora", kinds={"pytorch", "huggingface"}, code_version=CODE_VERSION, pool="gpu")
+def adapter_evaluation(
+    context: dg.AssetExecutionContext,
+    config: EvalConfig,
+    qlora_adapter: ArtifactRef,
+    quantized_base_model: ArtifactRef,
+    training_dataset: ArtifactRef,
+    store: ArtifactStoreResource,
+    gpu: GPUResource,
+) -> dg.Output:
+    """Held-out loss, perplexity, exact match and ROUGE-L of the base and of base+adapter (report.json)."""
+    inputs = {"adapter": qlora_adapter.fingerprint, "base": quantized_base_model.fingerprint,
+              "dataset": training_dataset.fingerprint}
+    fp = fingerprint(CODE_VERSION, config.fingerprint_fields(), inputs)
+
+    def work(tmp):
+        report = evaluate_adapter(f"{quantized_base_model.path}/model", f"{qlora_adapter.path}/adapter",
+                                  training_dataset.path, EvalSpec(**config.fingerprint_fields()),
+                                  gpu.device(context.log), log=context.log.info)
+        write_report(report, tmp / "report.json")
+        return report
+
+    result = materialize(store.store(), "adapter_evaluation", fp, work, config.force, context.log.info,
+                         config=config.fingerprint_fields())
+    r = result.summary
+    return step_output(result, {
+        "comparison": dg.MetadataValue.md(report_table_md(r)),
+        "tuned_eval_loss": dg.MetadataValue.float(r["tuned"]["eval_loss"]),
+        "base_eval_loss": dg.MetadataValue.float(r["base"]["eval_loss"]),
+        "tuned_exact_match": dg.MetadataValue.float(r["tuned"]["exact_match"]),
+        "tuned_rouge_l": dg.MetadataValue.float(r["tuned"]["rouge_l"]),
+        "samples": dg.MetadataValue.md(md_table(r["samples"])),
+        "report": dg.MetadataValue.path(f"{result.ref.path}/report.json"),
+    })

@@ -1,0 +1,85 @@
+"""registered_adapter: the adapter as an MLflow model, a new registry version with lineage tags and an alias."""
+
+
+from pathlib import Path
+
+import dagster as dg
+from mlflow.tracking import MlflowClient
+
+from assets.common import StepConfig
+from ops.fingerprint import fingerprint
+from ops.registry import find_version_by_tag, register_adapter
+from ops.specs import RegistrySpec
+from ops.store import ArtifactRef, read_summary
+from ops.tracking import code_version
+from resources import BaseModelResource, MLflowResource
+
+CODE_VERSION = "1"
+
+
+class RegisterConfig(StepConfig, RegistrySpec):
+    pass
+
+
+def _lineage(context, base: dict, refs: dict[str, ArtifactRef], fp: str) -> dict[str, str]:
+    identity = base["base_identity"]
+    return {
+        "base_model_id": str(identity["model_id"]),
+        "base_model_revision": str(identity.get("revision") or identity.get("content_hash")),
+        **{f"{name}_fingerprint": ref.fingerprint for name, ref in refs.items()},
+        "registration_fingerprint": fp,
+        "code_version": code_version(),
+        "dagster_run_id": context.run_id,
+    }
+
+
+@dg.asset(group_name="qlora", kinds={"mlflow"}, code_version=CODE_VERSION)
+def registered_adapter(
+    context: dg.AssetExecutionContext,
+    config: RegisterConfig,
+    training_dataset: ArtifactRef,
+    quantized_base_model: ArtifactRef,
+    qlora_adapter: ArtifactRef,
+    adapter_evaluation: ArtifactRef,
+    mlflow: MLflowResource,
+    base_model: BaseModelResource,
+) -> dg.MaterializeResult:
+    """A new version of the adapter in the MLflow model registry, loadable with mlflow.pyfunc.load_model."""
+    refs = {"dataset": training_dataset, "base": quantized_base_model, "adapter": qlora_adapter,
+            "evaluation": adapter_evaluation}
+    fp = fingerprint(CODE_VERSION, config.fingerprint_fields(), {k: r.fingerprint for k, r in refs.items()})
+    summaries = {k: read_summary(r) for k, r in refs.items()}
+    tracking_uri, registry_uri = mlflow.resolved_tracking_uri(), mlflow.resolved_registry_uri()
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+    existing = None if config.force else find_version_by_tag(client, config.model_name, "registration_fingerprint", fp)
+    if existing is not None:
+        context.log.info(f"cache hit: {config.model_name} version {existing.version} already holds this adapter")
+        info = {"model_name": config.model_name, "version": int(existing.version), "alias": config.alias,
+                "model_uri": f"models:/{config.model_name}@{config.alias}", "run_id": existing.run_id}
+    else:
+        report = summaries["evaluation"]
+        info = register_adapter(
+            tracking_uri=tracking_uri, registry_uri=registry_uri, artifact_location=mlflow.resolved_artifact_location(),
+            spec=RegistrySpec(**config.fingerprint_fields()),
+            adapter_dir=Path(qlora_adapter.path) / "adapter", base_model_dir=Path(quantized_base_model.path) / "model",
+            prompt_format=summaries["dataset"]["format"],
+            params={"base_model": base_model.model_id, **{k: s["config"] for k, s in summaries.items()}},
+            metrics={"base": report["base"], "tuned": report["tuned"], "train_final_loss": summaries["adapter"]["final_loss"]},
+            report_path=Path(adapter_evaluation.path) / "report.json",
+            tags=_lineage(context, summaries["base"], refs, fp),
+            run_id=summaries["adapter"].get("mlflow_run_id"), log=context.log.info,
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "model_uri": info["model_uri"],
+            "model_name": info["model_name"],
+            "version": dg.MetadataValue.int(info["version"]),
+            "alias": info["alias"],
+            "mlflow_run_id": info["run_id"],
+            "tracking_uri": tracking_uri,
+            "cache_hit": existing is not None,
+            "fingerprint": fp,
+        },
+        data_version=dg.DataVersion(fp),
+    )

@@ -1,0 +1,70 @@
+"""Trainer callbacks: progress lines for the run log, a non-finite-loss guard, and MLflow loss logging."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+from transformers import TrainerCallback
+
+
+class TokenCounter:
+    """Counts the real (non-padding) tokens the collator hands the model, for tokens/s."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+
+
+class ProgressCallback(TrainerCallback):
+    """Logs `step/total, loss, tokens/s, time left` at each logging step and keeps the loss history."""
+
+    def __init__(self, log: Callable[[str], None], counter: TokenCounter):
+        self.log, self.counter = log, counter
+        self.history: list[tuple[int, float]] = []
+        self._t0 = self._tokens0 = self._step0 = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._t0, self._tokens0, self._step0 = time.time(), self.counter.tokens, state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs:
+            return
+        elapsed = max(time.time() - self._t0, 1e-9)
+        done = state.global_step - self._step0
+        left = (state.max_steps - state.global_step) * elapsed / max(done, 1)
+        tps = (self.counter.tokens - self._tokens0) / elapsed
+        self.history.append((state.global_step, float(logs["loss"])))
+        self.log(f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
+                 f"lr {logs.get('learning_rate', 0):.2e}  {tps:,.0f} tokens/s  {left:,.0f}s left")
+
+    def tokens_per_second(self) -> float:
+        return (self.counter.tokens - self._tokens0) / max(time.time() - self._t0, 1e-9)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class NonFiniteLossGuard(TrainerCallback):
+    """Stops training at the first NaN or infinite loss, naming the step, instead of training on garbage."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise NonFiniteLossError(f"training loss became {loss} at step {state.global_step}; stopping. "
+                                     "Lower the learning rate or check the data.")
+
+
+class MlflowLossCallback(TrainerCallback):
+    """Logs loss and learning rate to an existing MLflow run at every logging step."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        from mlflow.tracking import MlflowClient
+
+        self.client, self.run_id = MlflowClient(tracking_uri), run_id
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        for key in ("loss", "learning_rate", "grad_norm"):
+            if logs and key in logs and math.isfinite(float(logs[key])):
+                self.client.log_metric(self.run_id, f"train_{key}", float(logs[key]), step=state.global_step)

@@ -1,0 +1,153 @@
+"""Turn raw examples into a tokenized train/eval dataset with the prompt masked out of the loss.
+
+Steps: load, pick and check the format, drop exact duplicates, render (prompt, completion), tokenize each
+part, mask, truncate, split by seed, save. The returned stats become the asset's metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+import datasets
+
+from ops.data_loading import DataError, detect_format, load_rows, validate_rows
+from ops.prompting import render_example
+from ops.specs import DataSpec
+
+IGNORE_INDEX = -100  # the label torch's cross-entropy (and so transformers' causal LM loss) skips
+PREVIEW_ROWS = 5
+PREVIEW_CHARS = 120
+# Pinned rather than inferred, so the saved schema does not change with the `datasets` version.
+FEATURES = datasets.Features({
+    "input_ids": datasets.Sequence(datasets.Value("int32")),
+    "attention_mask": datasets.Sequence(datasets.Value("int8")),
+    "labels": datasets.Sequence(datasets.Value("int64")),  # int64: what torch's cross-entropy wants for targets
+    "prompt": datasets.Value("string"),
+    "completion": datasets.Value("string"),
+})
+
+
+def dedupe(rows: list[dict]) -> list[int]:
+    """Indices of the first occurrence of each distinct row (rows compared as key-sorted JSON)."""
+    seen: set[str] = set()
+    kept = []
+    for i, row in enumerate(rows):
+        key = json.dumps(row, sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            kept.append(i)
+    return kept
+
+
+def render_rows(rows: list[dict], row_numbers: list[int], fmt: str, tokenizer: Any) -> list[tuple[str, str]]:
+    """(prompt, completion) text per row; a row the tokenizer cannot render is named by its row number."""
+    if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise DataError("format 'chat' needs a tokenizer with a chat template, and this tokenizer has none")
+    pairs = []
+    for n, row in zip(row_numbers, rows):
+        try:
+            pairs.append(render_example(row, fmt, tokenizer))
+        except Exception as e:  # jinja and the template itself raise assorted types
+            raise DataError(f"row {n}: could not render it as {fmt}: {e}") from None
+    return pairs
+
+
+def build_example(prompt_ids: list[int], completion_ids: list[int], tokenizer: Any, spec: DataSpec) -> tuple[dict, bool]:
+    """One training example (input ids, mask, labels) and whether it was truncated."""
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    eos = tokenizer.eos_token_id
+    prompt = bos + prompt_ids
+    # chat templates already close the reply with eos; a second one would teach the model a double stop
+    completion = completion_ids if eos is None or completion_ids[-1:] == [eos] else completion_ids + [eos]
+    input_ids = prompt + completion
+    labels = (prompt if spec.train_on_prompt else [IGNORE_INDEX] * len(prompt)) + completion
+    truncated = len(input_ids) > spec.max_seq_len
+    input_ids, labels = input_ids[: spec.max_seq_len], labels[: spec.max_seq_len]
+    return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}, truncated
+
+
+def has_target(labels: list[int]) -> bool:
+    # position 0's label never counts: the causal LM loss predicts token t from tokens before it
+    return any(label != IGNORE_INDEX for label in labels[1:])
+
+
+def tokenize_pairs(pairs: list[tuple[str, str]], tokenizer: Any, spec: DataSpec) -> tuple[list[dict], dict[str, int]]:
+    """Tokenized examples plus counts of truncated rows and of rows left with nothing to learn."""
+    prompt_ids = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+    examples, truncated, dropped = [], 0, 0
+    for (prompt, completion), p_ids, c_ids in zip(pairs, prompt_ids, completion_ids):
+        example, was_truncated = build_example(p_ids, c_ids, tokenizer, spec)
+        truncated += was_truncated
+        if not has_target(example["labels"]):
+            dropped += 1
+            continue
+        examples.append({**example, "prompt": prompt, "completion": completion})
+    return examples, {"truncated_rows": truncated, "dropped_no_target": dropped}
+
+
+def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, eval) row indices, each non-empty, in their original order."""
+    if n < 2:
+        raise DataError(f"too few rows for a train/eval split: {n}")
+    n_eval = min(max(1, round(n * eval_fraction)), n - 1)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return sorted(order[n_eval:]), sorted(order[:n_eval])
+
+
+def _to_dataset(examples: list[dict]) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({c: [e[c] for e in examples] for c in FEATURES}, features=FEATURES)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 3] + "..."
+
+
+def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """Load, check, tokenize and split `spec`'s data into `out_dir / "dataset"`; return stats for metadata."""
+    rows = load_rows(spec)
+    fmt = detect_format(rows) if spec.format == "auto" else spec.format
+    validate_rows(rows, fmt, where=f"dataset {spec.source}")
+    unique = dedupe(rows)
+    duplicates = len(rows) - len(unique)
+    kept = unique[: spec.max_rows]  # max_rows=None keeps all
+    log(f"loaded {len(rows)} rows from {spec.source} ({fmt}); {duplicates} exact duplicates dropped")
+    pairs = render_rows([rows[i] for i in kept], [i + 1 for i in kept], fmt, tokenizer)
+    examples, counts = tokenize_pairs(pairs, tokenizer, spec)
+    tokens = sum(len(e["input_ids"]) for e in examples)
+    targets = sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
+    log(f"tokenized {len(examples)} rows: {tokens} tokens, {targets} target tokens; "
+        f"{counts['truncated_rows']} truncated to {spec.max_seq_len}, {counts['dropped_no_target']} dropped with no target left")
+    train_idx, eval_idx = split_indices(len(examples), spec.eval_fraction, spec.seed)
+    splits = datasets.DatasetDict({
+        "train": _to_dataset([examples[i] for i in train_idx]),
+        "eval": _to_dataset([examples[i] for i in eval_idx]),
+    })
+    splits.save_to_disk(str(Path(out_dir) / "dataset"))
+    log(f"split {len(train_idx)} train / {len(eval_idx)} eval rows (seed {spec.seed}) into {Path(out_dir) / 'dataset'}")
+    return {
+        "format": fmt,
+        "rows_loaded": len(rows),
+        "duplicates_dropped": duplicates,
+        "rows": len(examples),
+        "train_rows": len(train_idx),
+        "eval_rows": len(eval_idx),
+        "tokens": tokens,
+        "target_tokens": targets,
+        **counts,
+        "max_seq_len": spec.max_seq_len,
+        "preview": [{"prompt": _clip(e["prompt"]), "completion": _clip(e["completion"])} for e in examples[:PREVIEW_ROWS]],
+    }
+
+
+def load_prepared(dataset_dir: Path) -> datasets.DatasetDict:
+    """The saved train/eval splits, from the step's output folder (or its `dataset` subfolder itself)."""
+    path = Path(dataset_dir)
+    path = path / "dataset" if (path / "dataset").is_dir() else path
+    if not (path / "dataset_dict.json").is_file():
+        raise DataError(f"no prepared dataset at {path} (expected the output of prepare_dataset)")
+    return datasets.load_from_disk(str(path))

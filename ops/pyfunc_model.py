@@ -1,0 +1,95 @@
+"""The MLflow pyfunc model that serves a registered adapter: 4-bit base + LoRA adapter + the training prompt format.
+
+MLflow logs this file as "models from code" (no pickle): loading the model runs this file, whose last line
+hands MLflow an `AdapterGenerator`. The project's `ops` package travels with the model (`code_paths`), so the
+`ops.*` imports below resolve in a fresh process that has only the dependencies installed.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+MODEL_CODE = Path(__file__).resolve()
+OPS_DIR = MODEL_CODE.parent
+DEFAULT_MAX_NEW_TOKENS = 32
+DEFAULT_BATCH_SIZE = 8  # prompts per generate() call: bounds padding waste and activation memory
+INPUT_EXAMPLE = ["Give the first word.\nquick brown fox"]
+# What serving needs; pinned to this environment so the logged model states what it was tested with.
+RUNTIME_PACKAGES = ("mlflow", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "safetensors",
+                    "tokenizers", "pandas")
+
+
+class AdapterGenerator(mlflow.pyfunc.PythonModel):
+    """Greedy generation from the 4-bit base with the LoRA adapter, prompts rendered as in training."""
+
+    def load_context(self, context) -> None:
+        """Load base, adapter and tokenizer from the model's artifacts onto the best local device."""
+        from ops.device import resolve_device
+        from ops.modeling import load_adapter_model, load_tokenizer
+
+        self.device = resolve_device()
+        self.prompt_format = (context.model_config or {}).get("prompt_format", "text")
+        self.tokenizer = load_tokenizer(context.artifacts["base_model"], padding_side="left")
+        self.model = load_adapter_model(context.artifacts["base_model"], context.artifacts["adapter"], self.device)
+
+    # model_input has no type hint on purpose: MLflow would validate inputs against one and reject DataFrames.
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
+        """Generate a completion for each prompt (a list of strings, one string, or a DataFrame)."""
+        from ops.generation import generate
+        from ops.prompting import render_user_prompt
+
+        params = params or {}
+        prompts = [render_user_prompt(p, self.prompt_format, self.tokenizer) for p in as_prompts(model_input)]
+        return generate(
+            self.model, self.tokenizer, prompts,
+            max_new_tokens=int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+            batch_size=int(params.get("batch_size", DEFAULT_BATCH_SIZE)),
+        )
+
+
+def as_prompts(model_input: Any) -> list[str]:
+    """Normalise what pyfunc may pass (DataFrame, Series, list, str) to a list of prompt strings."""
+    if isinstance(model_input, pd.DataFrame):
+        # With the signature below MLflow hands over a DataFrame: a `prompt` column, or one unnamed column.
+        column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
+        return [str(p) for p in model_input[column].tolist()]
+    if isinstance(model_input, pd.Series):
+        return [str(p) for p in model_input.tolist()]
+    if isinstance(model_input, str):
+        return [model_input]
+    return [str(p) for p in model_input]
+
+
+def signature() -> ModelSignature:
+    """Strings in, strings out; generation settings as params so callers can change them per request."""
+    # An unnamed string column accepts a list of strings, one string, or a DataFrame with a `prompt` column.
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]),
+        outputs=Schema([ColSpec("string")]),
+        params=ParamSchema([
+            ParamSpec("max_new_tokens", "long", DEFAULT_MAX_NEW_TOKENS),
+            ParamSpec("batch_size", "long", DEFAULT_BATCH_SIZE),
+        ]),
+    )
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements of the serving environment (given explicitly: inferring them reloads the model)."""
+    reqs = []
+    for name in RUNTIME_PACKAGES:
+        try:
+            # Drop local labels such as "+cpu" so a GPU host can install the matching CUDA build.
+            reqs.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            reqs.append(name)
+    return reqs
+
+
+mlflow.models.set_model(AdapterGenerator())

@@ -1,0 +1,128 @@
+"""Register a trained adapter in MLflow: one run, one logged pyfunc model, a new registry version with lineage tags, an alias.
+
+MLflow 3 registers *logged models* (`models:/<model_id>`), not plain run artifacts, so the adapter is logged
+as the pyfunc model in `ops.pyfunc_model`, which carries the 4-bit base, the adapter and the `ops` code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from ops import pyfunc_model
+from ops.fingerprint import file_checksums
+from ops.specs import RegistrySpec
+from ops.tracking import ensure_experiment, flatten_params
+
+MODEL_ARTIFACT = "model"
+REGISTRATION_TIMEOUT_S = 300  # the file and sqlite stores are READY at once; remote registries may copy files first
+RESERVED_ALIASES = ("latest",)  # MLflow also reserves version-like aliases: v1, V2, ...
+
+
+def check_alias(alias: str) -> str:
+    """Reject aliases MLflow reserves, before any run is created."""
+    if alias.lower() in RESERVED_ALIASES or (alias[:1] in "vV" and alias[1:].isdigit()):
+        raise ValueError(f"alias {alias!r} is reserved by MLflow ('latest' and v<number>); choose another")
+    return alias
+
+
+def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested dicts become dotted keys; only numbers are metrics (strings and lists belong in the report)."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(numeric_metrics(value, prefix=f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+def existing_run_id(client: MlflowClient, run_id: str | None) -> str | None:
+    """`run_id` when that run exists and is not deleted (training may have created it), else None."""
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    return run_id if run.info.lifecycle_stage == "active" else None
+
+
+def find_version_by_tag(client: MlflowClient, name: str, key: str, value: str) -> ModelVersion | None:
+    """The newest version of `name` whose tag `key` equals `value`, or None."""
+    value = value.replace("'", "\\'")
+    versions = client.search_model_versions(f"name = '{name}' and tags.`{key}` = '{value}'")
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
+def log_new_params(client: MlflowClient, run_id: str, params: dict[str, str], log: Callable) -> None:
+    """Log params the run lacks; MLflow forbids changing a param, so differing ones are reported and kept."""
+    existing = client.get_run(run_id).data.params
+    clashes = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+    if clashes:
+        log(f"run {run_id} already has different values for params {clashes}; keeping the run's values")
+    new = {k: v for k, v in params.items() if k not in existing}
+    if new:
+        mlflow.log_params(new)
+
+
+def log_adapter_model(adapter_dir: Path, base_model_dir: Path, prompt_format: str):
+    """Log the pyfunc model (base, adapter, ops code) under the active run; returns MLflow's ModelInfo."""
+    return mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=str(pyfunc_model.MODEL_CODE),
+        code_paths=[str(pyfunc_model.OPS_DIR)],
+        artifacts={"base_model": str(base_model_dir), "adapter": str(adapter_dir)},
+        model_config={"prompt_format": prompt_format},
+        signature=pyfunc_model.signature(),
+        input_example=pyfunc_model.INPUT_EXAMPLE,
+        pip_requirements=pyfunc_model.pip_requirements(),
+    )
+
+
+def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_location: str | None,
+                     spec: RegistrySpec, adapter_dir: Path, base_model_dir: Path, prompt_format: str,
+                     params: dict, metrics: dict, report_path: Path, tags: dict[str, str],
+                     run_id: str | None = None, log: Callable[[str], None] = print) -> dict:
+    """Log the adapter as a pyfunc model, register a new version of `spec.model_name` and point `spec.alias` at it."""
+    check_alias(spec.alias)
+    registry_uri = registry_uri or tracking_uri
+    # log_model and register_model only read the global URIs; the explicit client covers everything else.
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    experiment_id = ensure_experiment(client, spec.experiment, artifact_location)
+    lineage = {k: str(v) for k, v in tags.items()}
+
+    resume = existing_run_id(client, run_id)
+    if run_id and not resume:
+        log(f"run {run_id} not found; starting a new run")
+    with mlflow.start_run(run_id=resume, experiment_id=None if resume else experiment_id) as run:
+        run_id = run.info.run_id
+        log_new_params(client, run_id, flatten_params(params), log)
+        mlflow.log_metrics(numeric_metrics(metrics))
+        mlflow.set_tags(lineage)
+        mlflow.log_artifact(str(report_path), artifact_path="evaluation")
+        info = log_adapter_model(Path(adapter_dir), Path(base_model_dir), prompt_format)
+        log(f"logged model {info.model_uri} in run {run_id}")
+
+    version_tags = {**lineage, "adapter_sha256": json.dumps(file_checksums(Path(adapter_dir)), sort_keys=True)}
+    # Waits until READY and raises on a failed or timed-out registration.
+    mv = mlflow.register_model(info.model_uri, spec.model_name, await_registration_for=REGISTRATION_TIMEOUT_S,
+                               tags=version_tags)
+    client.set_registered_model_alias(spec.model_name, spec.alias, mv.version)
+    log(f"registered {spec.model_name} version {mv.version}, alias {spec.alias!r}")
+    return {
+        "model_name": spec.model_name,
+        "version": int(mv.version),
+        "alias": spec.alias,
+        "model_uri": f"models:/{spec.model_name}@{spec.alias}",
+        "run_id": run_id,
+        "tracking_uri": tracking_uri,
+    }

@@ -1,0 +1,1 @@
+"""Wiring: the Dagster Definitions (loaded by workspace.yaml), jobs, and the headless runner."""

@@ -1,0 +1,25 @@
+"""The Definitions that `dagster dev -w workspace.yaml` loads: five assets, one job, the resources."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets import PIPELINE_ASSETS
+from resources import ArtifactRefIOManager, ArtifactStoreResource, BaseModelResource, GPUResource, MLflowResource
+
+qlora_pipeline = dg.define_asset_job(
+    "qlora_pipeline",
+    selection=dg.AssetSelection.assets(*PIPELINE_ASSETS),
+    description="Dataset -> 4-bit base -> QLoRA adapter -> evaluation -> MLflow registry. Cached steps are skipped.",
+)
+
+# Every default is local and embedded (data home $QLORA_HOME); a run's config overrides any of them.
+RESOURCES = {
+    "io_manager": ArtifactRefIOManager(),
+    "store": ArtifactStoreResource(),
+    "base_model": BaseModelResource(),
+    "gpu": GPUResource(),
+    "mlflow": MLflowResource(),
+}
+
+defs = dg.Definitions(assets=PIPELINE_ASSETS, jobs=[qlora_pipeline], resources=RESOURCES)

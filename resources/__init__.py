@@ -1,0 +1,9 @@
+"""Dagster resources for the outside world: the compute device, the base model, MLflow, the artifact store."""
+
+from resources.base_model import BaseModelResource
+from resources.compute import GPUResource
+from resources.io_manager import ArtifactRefIOManager
+from resources.store import ArtifactStoreResource
+from resources.tracking import MLflowResource
+
+__all__ = ["ArtifactRefIOManager", "ArtifactStoreResource", "BaseModelResource", "GPUResource", "MLflowResource"]

@@ -1,0 +1,14 @@
+"""Shared fixtures for the ops tests: the embedded tokenizer, built once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops.embedded import _corpus, build_tokenizer
+from ops.paths import BUNDLED_DATASET
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded base's tokenizer (byte-level BPE with bos, eos and a chat template), without the model."""
+    return build_tokenizer(_corpus(BUNDLED_DATASET), 1024)
