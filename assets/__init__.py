@@ -1,9 +1,18 @@
 """Thin Dagster assets: read config, resolve resources, call one op, report metadata. No ML logic here."""
 
-from assets.adapter import qlora_adapter
-from assets.base_model import quantized_base_model
-from assets.dataset import training_dataset
-from assets.evaluation import adapter_evaluation
-from assets.registry import registered_adapter
+from assets.adapter import TrainConfig, qlora_adapter
+from assets.base_model import QuantizeConfig, quantized_base_model
+from assets.dataset import DatasetConfig, training_dataset
+from assets.evaluation import EvalConfig, adapter_evaluation
+from assets.registry import RegisterConfig, registered_adapter
 
 PIPELINE_ASSETS = [training_dataset, quantized_base_model, qlora_adapter, adapter_evaluation, registered_adapter]
+
+# Each asset's config class, so a run config can be checked before a run starts (pipelines/run.py).
+CONFIG_CLASSES = {
+    "training_dataset": DatasetConfig,
+    "quantized_base_model": QuantizeConfig,
+    "qlora_adapter": TrainConfig,
+    "adapter_evaluation": EvalConfig,
+    "registered_adapter": RegisterConfig,
+}

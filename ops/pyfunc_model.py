@@ -39,9 +39,10 @@ class AdapterGenerator(mlflow.pyfunc.PythonModel):
         self.tokenizer = load_tokenizer(context.artifacts["base_model"], padding_side="left")
         self.model = load_adapter_model(context.artifacts["base_model"], context.artifacts["adapter"], self.device)
 
-    # model_input has no type hint on purpose: MLflow would validate inputs against one and reject DataFrames.
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
-        """Generate a completion for each prompt (a list of strings, one string, or a DataFrame)."""
+    # Typed as DataFrame because pyfunc always hands one over after enforcing the signature (a list or a
+    # string becomes one unnamed column); MLflow skips its type-hint validation for DataFrame hints.
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
+        """Generate a completion for each prompt (a DataFrame column; lists and strings work when called directly)."""
         from ops.generation import generate
         from ops.prompting import render_user_prompt
 

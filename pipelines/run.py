@@ -15,6 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from pydantic import ValidationError
+
+from assets import CONFIG_CLASSES
 from pipelines.definitions import defs
 from pipelines.instance import get_instance
 
@@ -29,6 +32,26 @@ def load_run_config(path: Path) -> dict:
     if not isinstance(config, dict):
         raise SystemExit(f"error: {path} must hold a mapping with 'ops' and/or 'resources', got {type(config).__name__}")
     return config
+
+
+def check_run_config(config: dict) -> list[str]:
+    """Validate every step's config up front, so a bad value fails before any step does work."""
+    problems = []
+    for asset, section in (config.get("ops") or {}).items():
+        cls = CONFIG_CLASSES.get(asset)
+        if cls is None:
+            problems.append(f"ops.{asset}: unknown step; the steps are {', '.join(CONFIG_CLASSES)}")
+            continue
+        fields = (section or {}).get("config") or {}
+        for key in sorted(set(fields) - set(cls.model_fields)):
+            problems.append(f"ops.{asset}.config.{key}: unknown key; valid keys: {', '.join(sorted(cls.model_fields))}")
+        try:
+            cls(**fields)
+        except ValidationError as err:
+            for e in err.errors():
+                where = ".".join(str(p) for p in e["loc"])
+                problems.append(f"ops.{asset}.config.{where}: {e['msg'].removeprefix('Value error, ')}")
+    return problems
 
 
 def materializations(result) -> dict[str, dict]:
@@ -57,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     run_config = load_run_config(args.config)
+    problems = check_run_config(run_config)
+    if problems:
+        print(f"error: invalid config in {args.config}:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
     started = time.time()
     job = defs.get_job_def(args.job)
     try:
