@@ -16,11 +16,17 @@ import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from ops.device import resolve_device
+from ops.generation import generate
+from ops.modeling import load_adapter_model, load_tokenizer
+from ops.prompting import render_user_prompt
+
 MODEL_CODE = Path(__file__).resolve()
 OPS_DIR = MODEL_CODE.parent
 DEFAULT_MAX_NEW_TOKENS = 32
 DEFAULT_BATCH_SIZE = 8  # prompts per generate() call: bounds padding waste and activation memory
-INPUT_EXAMPLE = ["Give the first word.\nquick brown fox"]
+# (input, params): MLflow predicts on it when logging, and 4 tokens keep that check quick.
+INPUT_EXAMPLE = (["Give the first word.\nquick brown fox"], {"max_new_tokens": 4})
 # What serving needs; pinned to this environment so the logged model states what it was tested with.
 RUNTIME_PACKAGES = ("mlflow", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "safetensors",
                     "tokenizers", "pandas")
@@ -31,9 +37,6 @@ class AdapterGenerator(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         """Load base, adapter and tokenizer from the model's artifacts onto the best local device."""
-        from ops.device import resolve_device
-        from ops.modeling import load_adapter_model, load_tokenizer
-
         self.device = resolve_device()
         self.prompt_format = (context.model_config or {}).get("prompt_format", "text")
         self.tokenizer = load_tokenizer(context.artifacts["base_model"], padding_side="left")
@@ -43,9 +46,6 @@ class AdapterGenerator(mlflow.pyfunc.PythonModel):
     # string becomes one unnamed column); MLflow skips its type-hint validation for DataFrame hints.
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
         """Generate a completion for each prompt (a DataFrame column; lists and strings work when called directly)."""
-        from ops.generation import generate
-        from ops.prompting import render_user_prompt
-
         params = params or {}
         prompts = [render_user_prompt(p, self.prompt_format, self.tokenizer) for p in as_prompts(model_input)]
         return generate(

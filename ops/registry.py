@@ -1,4 +1,4 @@
-"""Register a trained adapter in MLflow: one run, one logged pyfunc model, a new registry version with lineage tags, an alias.
+"""Register a trained adapter in MLflow: a run, a logged pyfunc model, a registry version with lineage tags, an alias.
 
 MLflow 3 registers *logged models* (`models:/<model_id>`), not plain run artifacts, so the adapter is logged
 as the pyfunc model in `ops.pyfunc_model`, which carries the 4-bit base, the adapter and the `ops` code.
@@ -7,6 +7,10 @@ as the pyfunc model in `ops.pyfunc_model`, which carries the 4-bit base, the ada
 from __future__ import annotations
 
 import json
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from ops import pyfunc_model
 from ops.fingerprint import file_checksums
+from ops.paths import default_mlflow_artifacts
 from ops.specs import RegistrySpec
 from ops.tracking import ensure_experiment, flatten_params
 
@@ -43,6 +48,33 @@ def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, floa
     return flat
 
 
+@contextmanager
+def mlflow_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (log_model, register_model read only the globals) at these URIs, then restore."""
+    # set_tracking_uri/set_registry_uri also export MLFLOW_*_URI, which would leak into later code and subprocesses.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """Next to an embedded sqlite DB, as in the data home; a tracking server chooses for itself."""
+    # Without one, MLflow 3 puts a sqlite-backed experiment's artifacts in ./mlruns under whatever the cwd is.
+    if tracking_uri.startswith("sqlite:///"):
+        return str(default_mlflow_artifacts(Path(tracking_uri.removeprefix("sqlite:///")).parent))
+    return None
+
+
 def existing_run_id(client: MlflowClient, run_id: str | None) -> str | None:
     """`run_id` when that run exists and is not deleted (training may have created it), else None."""
     if not run_id:
@@ -54,10 +86,18 @@ def existing_run_id(client: MlflowClient, run_id: str | None) -> str | None:
     return run_id if run.info.lifecycle_stage == "active" else None
 
 
+def quote(text: str) -> str:
+    """A string literal for MLflow's search filter, which has no escapes: it takes '...' or "..."."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"MLflow's search filter cannot express a value with both quote characters: {text!r}")
+
+
 def find_version_by_tag(client: MlflowClient, name: str, key: str, value: str) -> ModelVersion | None:
     """The newest version of `name` whose tag `key` equals `value`, or None."""
-    value = value.replace("'", "\\'")
-    versions = client.search_model_versions(f"name = '{name}' and tags.`{key}` = '{value}'")
+    versions = client.search_model_versions(f"name = {quote(name)} and tags.`{key}` = {quote(value)}")
     return max(versions, key=lambda v: int(v.version), default=None)
 
 
@@ -72,8 +112,35 @@ def log_new_params(client: MlflowClient, run_id: str, params: dict[str, str], lo
         mlflow.log_params(new)
 
 
+class ServingCheck(logging.Handler):
+    """Collects MLflow's warning that the logged model failed to predict on its input example."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.failures: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Failed to validate serving input" in record.getMessage():
+            self.failures.append(record.getMessage())
+
+
 def log_adapter_model(adapter_dir: Path, base_model_dir: Path, prompt_format: str):
     """Log the pyfunc model (base, adapter, ops code) under the active run; returns MLflow's ModelInfo."""
+    # MLflow loads the logged model and predicts on the input example, but only warns when that fails;
+    # a model that cannot serve must not be registered, so the warning becomes an error here.
+    check, mlflow_logger = ServingCheck(), logging.getLogger("mlflow.models.model")
+    mlflow_logger.addHandler(check)
+    try:
+        info = _log_pyfunc(adapter_dir, base_model_dir, prompt_format)
+    finally:
+        mlflow_logger.removeHandler(check)
+    if check.failures:
+        raise RuntimeError(f"the logged model {info.model_uri} failed to predict on its input example: "
+                           f"{check.failures[0][-2000:]}")
+    return info
+
+
+def _log_pyfunc(adapter_dir: Path, base_model_dir: Path, prompt_format: str):
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,
         python_model=str(pyfunc_model.MODEL_CODE),
@@ -93,29 +160,27 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
     """Log the adapter as a pyfunc model, register a new version of `spec.model_name` and point `spec.alias` at it."""
     check_alias(spec.alias)
     registry_uri = registry_uri or tracking_uri
-    # log_model and register_model only read the global URIs; the explicit client covers everything else.
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(registry_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    experiment_id = ensure_experiment(client, spec.experiment, artifact_location)
+    location = artifact_location or default_artifact_location(tracking_uri)
+    experiment_id = ensure_experiment(client, spec.experiment, location)
     lineage = {k: str(v) for k, v in tags.items()}
-
     resume = existing_run_id(client, run_id)
     if run_id and not resume:
         log(f"run {run_id} not found; starting a new run")
-    with mlflow.start_run(run_id=resume, experiment_id=None if resume else experiment_id) as run:
-        run_id = run.info.run_id
-        log_new_params(client, run_id, flatten_params(params), log)
-        mlflow.log_metrics(numeric_metrics(metrics))
-        mlflow.set_tags(lineage)
-        mlflow.log_artifact(str(report_path), artifact_path="evaluation")
-        info = log_adapter_model(Path(adapter_dir), Path(base_model_dir), prompt_format)
-        log(f"logged model {info.model_uri} in run {run_id}")
 
-    version_tags = {**lineage, "adapter_sha256": json.dumps(file_checksums(Path(adapter_dir)), sort_keys=True)}
-    # Waits until READY and raises on a failed or timed-out registration.
-    mv = mlflow.register_model(info.model_uri, spec.model_name, await_registration_for=REGISTRATION_TIMEOUT_S,
-                               tags=version_tags)
+    with mlflow_uris(tracking_uri, registry_uri):
+        with mlflow.start_run(run_id=resume, experiment_id=None if resume else experiment_id) as run:
+            run_id = run.info.run_id
+            log_new_params(client, run_id, flatten_params(params), log)
+            mlflow.log_metrics(numeric_metrics(metrics))
+            mlflow.set_tags(lineage)
+            mlflow.log_artifact(str(report_path), artifact_path="evaluation")
+            info = log_adapter_model(Path(adapter_dir), Path(base_model_dir), prompt_format)
+            log(f"logged model {info.model_uri} in run {run_id}")
+        version_tags = {**lineage, "adapter_sha256": json.dumps(file_checksums(Path(adapter_dir)), sort_keys=True)}
+        # Waits until READY and raises on a failed or timed-out registration.
+        mv = mlflow.register_model(info.model_uri, spec.model_name,
+                                   await_registration_for=REGISTRATION_TIMEOUT_S, tags=version_tags)
     client.set_registered_model_alias(spec.model_name, spec.alias, mv.version)
     log(f"registered {spec.model_name} version {mv.version}, alias {spec.alias!r}")
     return {

@@ -15,7 +15,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from ops.embedded import build_embedded_base
-from ops.registry import check_alias, find_version_by_tag, register_adapter
+from ops.registry import check_alias, default_artifact_location, find_version_by_tag, register_adapter
 from ops.specs import RegistrySpec
 from ops.tracking import start_run
 
@@ -32,13 +32,14 @@ def model_dirs(tmp_path_factory) -> tuple[Path, Path]:
     source = build_embedded_base(root / "source", arch=TINY)
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=bnb, device_map="cpu", dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=bnb, device_map="cpu",
+                                                 dtype=torch.float32)
     base_dir, adapter_dir = root / "base-4bit", root / "adapter"
     model.save_pretrained(base_dir)
     AutoTokenizer.from_pretrained(source).save_pretrained(base_dir)
     torch.manual_seed(0)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
-    peft_model.save_pretrained(adapter_dir)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    get_peft_model(model, lora).save_pretrained(adapter_dir)
     return base_dir, adapter_dir
 
 
@@ -93,9 +94,14 @@ def test_second_registration_moves_alias_and_reuses_training_run(registry):
     assert int(client.get_model_version_by_alias(SPEC.model_name, SPEC.alias).version) == 2
     assert client.get_model_version(SPEC.model_name, "1").aliases == []
     assert second["run_id"] == registry["training_run"]
+    assert client.get_run(second["run_id"]).info.status == "FINISHED"
     run = client.get_run(second["run_id"])
     assert run.data.metrics["train_loss"] == 2.0 and run.data.metrics["eval_loss"] == 1.2
     assert run.data.params["seed"] == "1"
+
+
+def test_registration_leaves_the_global_mlflow_uris_alone(registry):
+    assert registry["uri"] not in (os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI"))
 
 
 def test_find_version_by_tag(registry):
@@ -103,6 +109,27 @@ def test_find_version_by_tag(registry):
     assert find_version_by_tag(client, SPEC.model_name, "dagster_run_id", "run-2").version == 2
     assert find_version_by_tag(client, SPEC.model_name, "adapter_fingerprint", "a" * 16).version == 2  # newest
     assert find_version_by_tag(client, SPEC.model_name, "dagster_run_id", "it's-missing") is None
+    client.set_model_version_tag(SPEC.model_name, "1", "note", "it's quoted")  # the filter language has no escapes
+    assert find_version_by_tag(client, SPEC.model_name, "note", "it's quoted").version == 1
+
+
+def test_default_artifact_location_sits_next_to_the_sqlite_db(tmp_path):
+    assert default_artifact_location(f"sqlite:///{tmp_path}/mlflow.db") == str(tmp_path / "mlflow-artifacts")
+    assert default_artifact_location("http://mlflow:5000") is None
+
+
+def test_model_that_cannot_serve_is_not_registered(registry, model_dirs, tmp_path):
+    broken = tmp_path / "not-an-adapter"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{}")
+    spec = RegistrySpec(model_name="broken-adapter", alias="candidate", experiment=SPEC.experiment)
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    with pytest.raises(RuntimeError, match="failed to predict"):
+        register_adapter(tracking_uri=registry["uri"], registry_uri=None, artifact_location=None, spec=spec,
+                         adapter_dir=broken, base_model_dir=model_dirs[0], prompt_format="text", params={},
+                         metrics={}, report_path=report, tags={}, log=lambda msg: None)
+    assert registry["client"].search_model_versions("name = 'broken-adapter'") == []
 
 
 @pytest.mark.parametrize("alias", ["latest", "LATEST", "v3", "V12"])
