@@ -16,8 +16,8 @@ import datasets
 from ops.data_loading import DataError, detect_format, load_rows, validate_rows
 from ops.prompting import render_example
 from ops.specs import DataSpec
+from ops.tokens import IGNORE_INDEX, with_bos
 
-IGNORE_INDEX = -100  # the label torch's cross-entropy (and so transformers' causal LM loss) skips
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 120
 # Pinned rather than inferred, so the saved schema does not change with the `datasets` version.
@@ -57,9 +57,8 @@ def render_rows(rows: list[dict], row_numbers: list[int], fmt: str, tokenizer: A
 
 def build_example(prompt_ids: list[int], completion_ids: list[int], tokenizer: Any, spec: DataSpec) -> tuple[dict, bool]:
     """One training example (input ids, mask, labels) and whether it was truncated."""
-    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
     eos = tokenizer.eos_token_id
-    prompt = bos + prompt_ids
+    prompt = with_bos(tokenizer, prompt_ids)
     # chat templates already close the reply with eos; a second one would teach the model a double stop
     completion = completion_ids if eos is None or completion_ids[-1:] == [eos] else completion_ids + [eos]
     input_ids = prompt + completion

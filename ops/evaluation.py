@@ -23,8 +23,8 @@ from ops.generation import generate
 from ops.modeling import load_adapter_model, load_tokenizer
 from ops.paths import METRICS_DIR
 from ops.specs import EvalSpec
+from ops.tokens import IGNORE_INDEX, MODEL_COLUMNS, pad_batch
 
-IGNORE_INDEX = -100  # labels on prompt and padding tokens; they count neither in the loss nor its mean
 METRICS = ("eval_loss", "perplexity", "exact_match", "rouge_l")
 
 
@@ -39,25 +39,15 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
     return evaluate.load(str(METRICS_DIR / name), keep_in_memory=True)
 
 
-def _pad_batch(columns: dict[str, list[list[int]]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad a batch (column name -> rows) of input_ids, attention_mask and labels to one length."""
-    width = max(len(ids) for ids in columns["input_ids"])
-
-    def pad(key: str, value: int) -> torch.Tensor:
-        return torch.tensor([row + [value] * (width - len(row)) for row in columns[key]], device=device)
-
-    return {"input_ids": pad("input_ids", pad_id), "attention_mask": pad("attention_mask", 0),
-            "labels": pad("labels", IGNORE_INDEX)}
-
-
 @torch.inference_mode()
 def target_loss(model, rows: datasets.Dataset, pad_id: int, batch_size: int) -> tuple[float, int]:
     """Token-weighted mean cross-entropy over target tokens (labels != -100), and how many there were."""
     device = next(model.parameters()).device
-    rows = rows.select_columns(["input_ids", "attention_mask", "labels"])
+    rows = rows.select_columns(list(MODEL_COLUMNS))
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        batch = _pad_batch(rows[start:start + batch_size], pad_id, device)
+        chunk = rows.select(range(start, min(start + batch_size, len(rows)))).to_list()
+        batch = {k: v.to(device) for k, v in pad_batch(chunk, pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         # Position t predicts token t+1. Upcast so bf16 logits do not round the loss.
         shifted_logits = logits[:, :-1].float()

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import torch
 
+from ops.tokens import with_bos
+
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(items), size):
@@ -19,10 +21,7 @@ def _model_device(model) -> torch.device:
 
 def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
     """Token ids of each prompt exactly as training saw them: bos (when the tokenizer has one), then the text."""
-    # Mirrors ops.data_prep.build_example, which tokenizes without special tokens and prepends bos itself;
-    # add_special_tokens=True would add bos for some tokenizers and not others (the embedded one adds none).
-    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
-    return [bos + ids for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    return [with_bos(tokenizer, ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
 
 
 @torch.inference_mode()

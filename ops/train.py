@@ -21,9 +21,8 @@ from ops.callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
 from ops.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
 from ops.modeling import load_quantized_model, load_tokenizer
 from ops.specs import TrainSpec
+from ops.tokens import MODEL_COLUMNS, pad_batch
 
-IGNORE_INDEX = -100  # label value the loss skips (prompt tokens, padding)
-TRAIN_COLUMNS = ["input_ids", "attention_mask", "labels"]
 
 
 def build_lora_config(spec: TrainSpec) -> LoraConfig:
@@ -59,17 +58,11 @@ def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Pat
 
 
 def pad_collator(pad_id: int, counter: TokenCounter) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
-    """Right-pad a batch: pad token for inputs, IGNORE_INDEX for labels, 0 in the attention mask."""
+    """Right-pad each batch (ops.tokens.pad_batch) and count its real tokens for tokens/s."""
 
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        batch = {
-            "input_ids": [r["input_ids"] + [pad_id] * (width - len(r["input_ids"])) for r in rows],
-            "attention_mask": [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows],
-            "labels": [r["labels"] + [IGNORE_INDEX] * (width - len(r["labels"])) for r in rows],
-        }
         counter.tokens += sum(len(r["input_ids"]) for r in rows)
-        return {k: torch.tensor(v) for k, v in batch.items()}
+        return pad_batch(rows, pad_id)
 
     return collate
 
@@ -115,7 +108,7 @@ def train_adapter(
     started = time.time()
     reset_peak_memory(device.type)
     checkpoint_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
-    data = load_prepared(Path(dataset_dir))["train"].select_columns(TRAIN_COLUMNS)
+    data = load_prepared(Path(dataset_dir))["train"].select_columns(list(MODEL_COLUMNS))
     tokenizer = load_tokenizer(model_dir)
     model = load_quantized_model(model_dir, device)
     model = prepare_model_for_kbit_training(
