@@ -40,7 +40,7 @@ def qlora_adapter(
         tracking_uri = mlflow.resolved_tracking_uri()
         run_id = start_run(tracking_uri, mlflow.experiment, f"adapter-{fp}", {"train": spec.model_dump()},
                            tags={"adapter_fingerprint": fp, "dagster_run_id": context.run_id, **{f"{k}_fingerprint": v for k, v in inputs.items()}},
-                           artifact_location=mlflow.resolved_artifact_location())
+                           artifact_location=mlflow.artifact_location)
         context.log.info(f"MLflow run {run_id} at {tracking_uri}: per-step loss is logged there")
         summary = train_adapter(
             f"{quantized_base_model.path}/model", training_dataset.path, tmp, spec, device,

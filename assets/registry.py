@@ -60,7 +60,8 @@ def registered_adapter(
     else:
         report = summaries["evaluation"]
         info = register_adapter(
-            tracking_uri=tracking_uri, registry_uri=registry_uri, artifact_location=mlflow.resolved_artifact_location(),
+            tracking_uri=tracking_uri, registry_uri=registry_uri, artifact_location=mlflow.artifact_location,
+            experiment=mlflow.experiment,
             spec=RegistrySpec(**config.fingerprint_fields()),
             adapter_dir=Path(qlora_adapter.path) / "adapter", base_model_dir=Path(quantized_base_model.path) / "model",
             prompt_format=summaries["dataset"]["format"],

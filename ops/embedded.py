@@ -27,7 +27,10 @@ CHAT_TEMPLATE = (
 )
 # Big enough to learn the bundled tasks through LoRA, small enough to train in minutes on two CPU cores.
 DEFAULT_ARCH = dict(vocab_size=1024, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                    num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512)
+                    num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+                    # Tied input/output embeddings (as in Llama 3.2 1B/3B): a frozen random model then maps a
+                    # token back to itself, so LoRA on the attention can learn to copy and rearrange words.
+                    tie_word_embeddings=True)
 
 
 def _corpus(path: Path) -> list[str]:
@@ -60,7 +63,6 @@ def build_embedded_base(out_dir: Path, arch: dict | None = None, seed: int = 0, 
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

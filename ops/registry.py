@@ -21,7 +21,6 @@ from mlflow.exceptions import MlflowException
 
 from ops import pyfunc_model
 from ops.fingerprint import file_checksums
-from ops.paths import default_mlflow_artifacts
 from ops.specs import RegistrySpec
 from ops.tracking import ensure_experiment, flatten_params
 
@@ -65,14 +64,6 @@ def mlflow_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def default_artifact_location(tracking_uri: str) -> str | None:
-    """Next to an embedded sqlite DB, as in the data home; a tracking server chooses for itself."""
-    # Without one, MLflow 3 puts a sqlite-backed experiment's artifacts in ./mlruns under whatever the cwd is.
-    if tracking_uri.startswith("sqlite:///"):
-        return str(default_mlflow_artifacts(Path(tracking_uri.removeprefix("sqlite:///")).parent))
-    return None
 
 
 def existing_run_id(client: MlflowClient, run_id: str | None) -> str | None:
@@ -153,7 +144,7 @@ def _log_pyfunc(adapter_dir: Path, base_model_dir: Path, prompt_format: str):
     )
 
 
-def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_location: str | None,
+def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_location: str | None, experiment: str,
                      spec: RegistrySpec, adapter_dir: Path, base_model_dir: Path, prompt_format: str,
                      params: dict, metrics: dict, report_path: Path, tags: dict[str, str],
                      run_id: str | None = None, log: Callable[[str], None] = print) -> dict:
@@ -161,8 +152,7 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
     check_alias(spec.alias)
     registry_uri = registry_uri or tracking_uri
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    location = artifact_location or default_artifact_location(tracking_uri)
-    experiment_id = ensure_experiment(client, spec.experiment, location)
+    experiment_id = ensure_experiment(client, experiment, artifact_location, tracking_uri)
     lineage = {k: str(v) for k, v in tags.items()}
     resume = existing_run_id(client, run_id)
     if run_id and not resume:

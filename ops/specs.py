@@ -140,7 +140,6 @@ class EvalSpec(BaseModel):
 class RegistrySpec(BaseModel):
     model_name: str = Field("qlora-adapter", description="Registered model name in the MLflow registry.")
     alias: str = Field("candidate", description="Alias moved to the new version (the README lists the aliases).")
-    experiment: str = Field("qlora", description="MLflow experiment for the runs.")
 
     @model_validator(mode="after")
     def _names(self):

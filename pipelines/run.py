@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid config in {args.config}:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
     started = time.time()
-    job = defs.get_job_def(args.job)
+    job = defs.resolve_job_def(args.job)
     try:
         result = job.execute_in_process(run_config=run_config, instance=get_instance(), raise_on_error=False)
     except Exception as err:  # invalid run config is raised before the run starts

@@ -7,7 +7,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ops.paths import default_mlflow_artifacts, default_tracking_uri
+from ops.paths import default_tracking_uri
 
 
 class MLflowResource(dg.ConfigurableResource):
@@ -17,7 +17,7 @@ class MLflowResource(dg.ConfigurableResource):
     tracking_uri: Optional[str] = Field(None, description="MLflow tracking URI; default sqlite under $QLORA_HOME.")
     registry_uri: Optional[str] = Field(None, description="Model registry URI; default: the tracking URI.")
     artifact_location: Optional[str] = Field(
-        None, description="Artifact root for new experiments; default $QLORA_HOME/mlflow-artifacts with the embedded store."
+        None, description="Artifact root for new experiments; default: next to a sqlite database, else the server's choice."
     )
 
     def resolved_tracking_uri(self) -> str:
@@ -26,8 +26,3 @@ class MLflowResource(dg.ConfigurableResource):
     def resolved_registry_uri(self) -> str:
         return self.registry_uri or self.resolved_tracking_uri()
 
-    def resolved_artifact_location(self) -> Optional[str]:
-        if self.artifact_location:
-            return self.artifact_location
-        # Only the embedded store needs a local artifact root; a server decides its own.
-        return None if self.tracking_uri else default_mlflow_artifacts().as_uri()

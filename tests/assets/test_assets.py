@@ -57,16 +57,21 @@ def test_pipeline_materializes_caches_and_recomputes_only_downstream(tiny_base_d
     assert third["registered_adapter"]["version"] == 2
 
 
+def only(config: dict, asset: str) -> dict:
+    """The run config of one step, for a run that selects only that step."""
+    return {"ops": {asset: config["ops"][asset]}}
+
+
 def test_one_step_reruns_alone_and_force_recomputes(tiny_base_dir):
     materialize(tiny_base_dir, run_config())
-    only = materialize(tiny_base_dir, run_config(), selection=[dg.AssetKey("adapter_evaluation")])
-    assert set(only) == {"adapter_evaluation"} and only["adapter_evaluation"]["cache_hit"]
+    alone = only(run_config(), "adapter_evaluation")
+    cached = materialize(tiny_base_dir, alone, selection=[dg.AssetKey("adapter_evaluation")])
+    assert set(cached) == {"adapter_evaluation"} and cached["adapter_evaluation"]["cache_hit"]
 
-    forced = run_config()
-    forced["ops"]["adapter_evaluation"]["config"]["force"] = True
-    again = materialize(tiny_base_dir, forced, selection=[dg.AssetKey("adapter_evaluation")])
+    alone["ops"]["adapter_evaluation"]["config"]["force"] = True
+    again = materialize(tiny_base_dir, alone, selection=[dg.AssetKey("adapter_evaluation")])
     assert again["adapter_evaluation"]["cache_hit"] is False
-    assert again["adapter_evaluation"]["fingerprint"] == only["adapter_evaluation"]["fingerprint"]
+    assert again["adapter_evaluation"]["fingerprint"] == cached["adapter_evaluation"]["fingerprint"]
 
 
 def test_bad_config_fails_before_any_work(tiny_base_dir, qlora_home):

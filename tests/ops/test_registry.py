@@ -15,12 +15,14 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from ops.embedded import build_embedded_base
-from ops.registry import check_alias, default_artifact_location, find_version_by_tag, register_adapter
+from ops.registry import check_alias, find_version_by_tag, register_adapter
+from ops.tracking import default_artifact_location
 from ops.specs import RegistrySpec
 from ops.tracking import start_run
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
-SPEC = RegistrySpec(model_name="tiny-adapter", alias="candidate", experiment="qlora-test")
+SPEC = RegistrySpec(model_name="tiny-adapter", alias="candidate")
+EXPERIMENT = "qlora-test"
 LINEAGE = {"dataset_fingerprint": "d" * 16, "base_model_id": "embedded:tiny-llama", "base_model_revision": "abc123",
            "code_version": "1", "dagster_run_id": "run-1", "adapter_fingerprint": "a" * 16}
 
@@ -51,12 +53,12 @@ def registry(tmp_path_factory, model_dirs) -> dict:
     report = home / "evaluation.json"
     report.write_text(json.dumps({"adapter": {"eval_loss": 1.5}}))
     uri = f"sqlite:///{home}/mlflow.db"
-    common = dict(tracking_uri=uri, registry_uri=None, artifact_location=str(home / "artifacts"), spec=SPEC,
+    common = dict(tracking_uri=uri, registry_uri=None, artifact_location=str(home / "artifacts"), experiment=EXPERIMENT, spec=SPEC,
                   adapter_dir=adapter_dir, base_model_dir=base_dir, prompt_format="alpaca", report_path=report,
                   log=lambda msg: None)
     first = register_adapter(**common, params={"train": {"r": 4, "target_modules": ["all-linear"]}},
                              metrics={"eval_loss": 1.5, "exact_match": 0.25}, tags=LINEAGE)
-    training_run = start_run(uri, SPEC.experiment, "train", params={"train": {"r": 4}},
+    training_run = start_run(uri, EXPERIMENT, "train", params={"train": {"r": 4}},
                              artifact_location=str(home / "artifacts"))
     MlflowClient(uri).log_metric(training_run, "train_loss", 2.0, step=10)
     second = register_adapter(**common, params={"train": {"r": 4}, "seed": 1}, metrics={"eval_loss": 1.2},
@@ -122,11 +124,11 @@ def test_model_that_cannot_serve_is_not_registered(registry, model_dirs, tmp_pat
     broken = tmp_path / "not-an-adapter"
     broken.mkdir()
     (broken / "adapter_config.json").write_text("{}")
-    spec = RegistrySpec(model_name="broken-adapter", alias="candidate", experiment=SPEC.experiment)
+    spec = RegistrySpec(model_name="broken-adapter", alias="candidate")
     report = tmp_path / "report.json"
     report.write_text("{}")
     with pytest.raises(RuntimeError, match="failed to predict"):
-        register_adapter(tracking_uri=registry["uri"], registry_uri=None, artifact_location=None, spec=spec,
+        register_adapter(tracking_uri=registry["uri"], registry_uri=None, artifact_location=None, experiment=EXPERIMENT, spec=spec,
                          adapter_dir=broken, base_model_dir=model_dirs[0], prompt_format="text", params={},
                          metrics={}, report_path=report, tags={}, log=lambda msg: None)
     assert registry["client"].search_model_versions("name = 'broken-adapter'") == []

@@ -39,15 +39,14 @@ def test_mlflow_defaults_to_sqlite_under_the_data_home(qlora_home):
     assert mlflow.experiment == "qlora"
     assert mlflow.resolved_tracking_uri() == f"sqlite:///{qlora_home / 'mlflow.db'}"
     assert mlflow.resolved_registry_uri() == mlflow.resolved_tracking_uri()
-    assert mlflow.resolved_artifact_location() == (qlora_home / "mlflow-artifacts").as_uri()
+    assert mlflow.artifact_location is None  # ops.tracking puts artifacts next to the sqlite database
 
 
 def test_mlflow_server_settings_are_passed_through():
     server = MLflowResource(tracking_uri="http://mlflow:5000", registry_uri="databricks-uc")
     assert server.resolved_tracking_uri() == "http://mlflow:5000"
     assert server.resolved_registry_uri() == "databricks-uc"
-    assert server.resolved_artifact_location() is None  # a server chooses its own artifact root
-    assert MLflowResource(tracking_uri="http://x", artifact_location="s3://b/p").resolved_artifact_location() == "s3://b/p"
+    assert server.artifact_location is None  # a server chooses its own artifact root
 
 
 def test_base_model_resource_resolves_the_embedded_default_and_checks_local_dirs(qlora_home, tiny_base_dir, tmp_path):
