@@ -2,6 +2,7 @@
 
 from assets.adapter import TrainConfig, qlora_adapter
 from assets.base_model import QuantizeConfig, quantized_base_model
+from assets.checks import DataChecksConfig
 from assets.dataset import DatasetConfig, training_dataset
 from assets.evaluation import EvalConfig, adapter_evaluation
 from assets.registry import RegisterConfig, registered_adapter
@@ -15,4 +16,5 @@ CONFIG_CLASSES = {
     "qlora_adapter": TrainConfig,
     "adapter_evaluation": EvalConfig,
     "registered_adapter": RegisterConfig,
+    "training_dataset_checks": DataChecksConfig,  # the blocking data checks' bounds (assets/checks.py)
 }

@@ -8,7 +8,7 @@ from ops.callbacks import MlflowLossCallback
 from ops.fingerprint import fingerprint
 from ops.specs import TrainSpec
 from ops.store import ArtifactRef, materialize
-from ops.tracking import start_run
+from ops.tracking import check_tracking_server, redact_uri, resume_or_start_run
 from ops.train import train_adapter
 from resources import ArtifactStoreResource, GPUResource, MLflowResource
 
@@ -37,17 +37,24 @@ def qlora_adapter(
 
     def work(tmp):
         device = gpu.device(context.log)
+        checkpoints = artifacts.work_dir("qlora_adapter", fp)
         tracking_uri = mlflow.resolved_tracking_uri()
-        run_id = start_run(tracking_uri, mlflow.experiment, f"adapter-{fp}", {"train": spec.model_dump()},
-                           tags={"adapter_fingerprint": fp, "dagster_run_id": context.run_id, **{f"{k}_fingerprint": v for k, v in inputs.items()}},
-                           artifact_location=mlflow.artifact_location)
-        context.log.info(f"MLflow run {run_id} at {tracking_uri}: per-step loss is logged there")
+        check_tracking_server(tracking_uri)  # before any training, not after hours of it
+        tags = {"adapter_fingerprint": fp, "dagster_run_id": context.run_id,
+                **{f"{k}_fingerprint": v for k, v in inputs.items()}}
+        try:
+            run_id = resume_or_start_run(checkpoints / "mlflow_run_id", tracking_uri, mlflow.experiment,
+                                         f"adapter-{fp}", {"train": spec.model_dump()}, tags, mlflow.artifact_location)
+        except Exception as err:  # the tracking server may be briefly away; nothing has been trained yet
+            context.log.warning(f"MLflow at {redact_uri(tracking_uri)} did not take the run ({err}); retrying")
+            raise dg.RetryRequested(max_retries=3, seconds_to_wait=5) from err
+        context.log.info(f"MLflow run {run_id} at {redact_uri(tracking_uri)}: per-step loss is logged there")
         summary = train_adapter(
             f"{quantized_base_model.path}/model", training_dataset.path, tmp, spec, device,
-            checkpoint_dir=artifacts.work_dir("qlora_adapter", fp), callbacks=[MlflowLossCallback(tracking_uri, run_id)],
+            checkpoint_dir=checkpoints, callbacks=[MlflowLossCallback(tracking_uri, run_id, context.log.warning)],
             log=context.log.info,
         )
-        return {**summary, "mlflow_run_id": run_id, "tracking_uri": tracking_uri}
+        return {**summary, "mlflow_run_id": run_id, "tracking_uri": redact_uri(tracking_uri)}
 
     result = materialize(artifacts, "qlora_adapter", fp, work, config.force, context.log.info, config=spec.model_dump())
     s = result.summary

@@ -18,7 +18,9 @@ CODE_VERSION = "1"
 
 
 class RegisterConfig(StepConfig, RegistrySpec):
-    pass
+    def fingerprint_fields(self) -> dict:
+        # The gate decides an alias, not what is registered: changing it must not register the adapter again.
+        return self.model_dump(exclude={"force", "primary_metric", "min_improvement"})
 
 
 def _lineage(context, base: dict, refs: dict[str, ArtifactRef], fp: str) -> dict[str, str]:
@@ -56,13 +58,14 @@ def registered_adapter(
     if existing is not None:
         context.log.info(f"cache hit: {config.model_name} version {existing.version} already holds this adapter")
         info = {"model_name": config.model_name, "version": int(existing.version), "alias": config.alias,
-                "model_uri": f"models:/{config.model_name}@{config.alias}", "run_id": existing.run_id}
+                "model_uri": f"models:/{config.model_name}@{config.alias}", "run_id": existing.run_id,
+                "gate_decision": existing.tags.get("gate_decision", "")}
     else:
         report = summaries["evaluation"]
         info = register_adapter(
             tracking_uri=tracking_uri, registry_uri=registry_uri, artifact_location=mlflow.artifact_location,
             experiment=mlflow.experiment,
-            spec=RegistrySpec(**config.fingerprint_fields()),
+            spec=RegistrySpec(**config.model_dump(exclude={"force"})),
             adapter_dir=Path(qlora_adapter.path) / "adapter", base_model_dir=Path(quantized_base_model.path) / "model",
             prompt_format=summaries["dataset"]["format"],
             params={"base_model": base_model.model_id, **{k: s["config"] for k, s in summaries.items()}},
@@ -77,6 +80,7 @@ def registered_adapter(
             "model_name": info["model_name"],
             "version": dg.MetadataValue.int(info["version"]),
             "alias": info["alias"],
+            "gate_decision": info["gate_decision"],  # champion or challenger (ops/champion.py)
             "mlflow_run_id": info["run_id"],
             "tracking_uri": tracking_uri,
             "cache_hit": existing is not None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -31,12 +32,23 @@ def _looks_like_path(model_id: str) -> bool:
     return model_id.startswith((".", "/", "~")) or Path(model_id).exists()
 
 
-def check_model_dir(path: Path, allow_pickle: bool = False) -> None:
-    """A local model directory must hold config.json and safetensors weights (pickle only when opted in)."""
+def check_model_dir(path: Path, allow_pickle: bool = False, trust_remote_code: bool = False) -> None:
+    """A local model directory must hold config.json and safetensors weights (pickle only when opted in),
+    and may run its own Python code only when opted in."""
     if not path.is_dir():
         raise BaseModelError(f"base model directory {path} does not exist")
     if not (path / "config.json").is_file():
         raise BaseModelError(f"base model directory {path} has no config.json: not a transformers model folder")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except ValueError as err:
+        raise BaseModelError(f"base model directory {path}: config.json is not valid JSON ({err})") from None
+    if config.get("auto_map") and not trust_remote_code:
+        raise BaseModelError(
+            f"base model {path} needs its own Python code to load (config.json has auto_map: "
+            f"{', '.join(sorted(config['auto_map']))}); that code would run on this machine. Read it, then set "
+            "trust_remote_code: true on the base_model resource to allow it."
+        )
     if any(path.glob("*.safetensors")):
         return
     pickles = sorted(p.name for p in path.glob("*.bin"))
@@ -68,7 +80,8 @@ def embedded_base_dir(home: Path | None = None) -> Path:
 
 
 def resolve_base(
-    model_id: str, revision: str | None = None, allow_pickle: bool = False, home: Path | None = None
+    model_id: str, revision: str | None = None, allow_pickle: bool = False, home: Path | None = None,
+    trust_remote_code: bool = False,
 ) -> ResolvedBase:
     if not model_id or not model_id.strip():
         raise BaseModelError("model_id is empty: name a hub id, a local directory, or 'embedded:tiny-llama'")
@@ -79,7 +92,7 @@ def resolve_base(
         raise BaseModelError(f"unknown embedded model {model_id!r}; the only one is {EMBEDDED_ID!r}")
     if _looks_like_path(model_id):
         path = Path(model_id).expanduser().resolve()
-        check_model_dir(path, allow_pickle)
+        check_model_dir(path, allow_pickle, trust_remote_code)
         return ResolvedBase(model_id, str(path), True, {"model_id": str(path), "content_hash": hash_tree(path)})
     # A hub id: pin what we can; the revision is recorded in lineage ("main" moves, a commit sha does not).
     rev = revision or "main"

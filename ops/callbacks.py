@@ -57,14 +57,26 @@ class NonFiniteLossGuard(TrainerCallback):
 
 
 class MlflowLossCallback(TrainerCallback):
-    """Logs loss and learning rate to an existing MLflow run at every logging step."""
+    """Logs loss and learning rate to an existing MLflow run at every logging step.
 
-    def __init__(self, tracking_uri: str, run_id: str):
+    A tracking server that stops answering costs curve points, not the training run: failures are logged
+    once as a warning and training goes on (the final metrics are logged again at registration).
+    """
+
+    def __init__(self, tracking_uri: str, run_id: str, log: Callable[[str], None] = print):
         from mlflow.tracking import MlflowClient
 
-        self.client, self.run_id = MlflowClient(tracking_uri), run_id
+        self.client, self.run_id, self.log = MlflowClient(tracking_uri), run_id, log
+        self.failures = 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        for key in ("loss", "learning_rate", "grad_norm"):
-            if logs and key in logs and math.isfinite(float(logs[key])):
-                self.client.log_metric(self.run_id, f"train_{key}", float(logs[key]), step=state.global_step)
+        metrics = {f"train_{k}": float(logs[k]) for k in ("loss", "learning_rate", "grad_norm")
+                   if logs and k in logs and math.isfinite(float(logs[k]))}
+        try:
+            for key, value in metrics.items():
+                self.client.log_metric(self.run_id, key, value, step=state.global_step)
+        except Exception as err:  # MLflow raises assorted types for network and database errors
+            self.failures += 1
+            if self.failures == 1:
+                self.log(f"warning: could not log step {state.global_step} metrics to MLflow ({err}); "
+                         "training goes on, later failures are counted silently")

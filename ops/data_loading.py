@@ -21,6 +21,9 @@ from ops.specs import DataSpec
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 UTF8_BOM = b"\xef\xbb\xbf"
+# Far beyond any real example (a 1M-character row is ~250k tokens); such a row is an export bug, and
+# tokenizing it would stall the step for minutes before truncation threw almost all of it away.
+MAX_ROW_CHARS = 1_000_000
 FORMAT_COLUMNS = "alpaca (instruction, output[, input]), chat (messages), prompt_completion (prompt, completion), text (text)"
 
 
@@ -183,7 +186,10 @@ def _row_problem(row: Any, fmt: str) -> str | None:
         if value is not None and not isinstance(value, str):
             return f"field {field!r} must be a string, got {type(value).__name__}"
     empty = [f for f in REQUIRED_FIELDS[fmt] if not row[f].strip()]
-    return f"field {empty[0]!r} is empty" if empty else None
+    if empty:
+        return f"field {empty[0]!r} is empty"
+    size = sum(len(v) for v in row.values() if isinstance(v, str))
+    return f"row is {size:,} characters long, over the limit of {MAX_ROW_CHARS:,}" if size > MAX_ROW_CHARS else None
 
 
 def validate_rows(rows: list[dict], fmt: str, where: str = "") -> None:

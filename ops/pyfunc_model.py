@@ -18,7 +18,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from ops.device import resolve_device
 from ops.generation import generate
-from ops.modeling import load_adapter_model, load_tokenizer
+from ops.modeling import device_map, load_adapter_model, load_tokenizer
 from ops.prompting import render_user_prompt
 
 MODEL_CODE = Path(__file__).resolve()
@@ -38,9 +38,13 @@ class AdapterGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         """Load base, adapter and tokenizer from the model's artifacts onto the best local device."""
         self.device = resolve_device()
-        self.prompt_format = (context.model_config or {}).get("prompt_format", "text")
-        self.tokenizer = load_tokenizer(context.artifacts["base_model"], padding_side="left")
-        self.model = load_adapter_model(context.artifacts["base_model"], context.artifacts["adapter"], self.device)
+        config = context.model_config or {}
+        self.prompt_format = config.get("prompt_format", "text")
+        if "base_model" in context.artifacts:
+            self.tokenizer = load_tokenizer(context.artifacts["base_model"], padding_side="left")
+            self.model = load_adapter_model(context.artifacts["base_model"], context.artifacts["adapter"], self.device)
+        else:  # logged without the base: fetch it from the hub and quantize it as in training
+            self.tokenizer, self.model = load_hub_adapter_model(config, context.artifacts["adapter"], self.device)
 
     # Typed as DataFrame because pyfunc always hands one over after enforcing the signature (a list or a
     # string becomes one unnamed column); MLflow skips its type-hint validation for DataFrame hints.
@@ -53,6 +57,20 @@ class AdapterGenerator(mlflow.pyfunc.PythonModel):
             max_new_tokens=int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
             batch_size=int(params.get("batch_size", DEFAULT_BATCH_SIZE)),
         )
+
+
+def load_hub_adapter_model(config: dict[str, Any], adapter_dir: str, device) -> tuple[Any, Any]:
+    """Tokenizer and 4-bit base + adapter for a model logged with a hub id, revision and quantization config."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    model_id, revision = config["base_model_id"], config.get("base_model_revision")
+    bnb = BitsAndBytesConfig.from_dict({**config["quantization_config"], "bnb_4bit_compute_dtype": device.dtype_name})
+    base = AutoModelForCausalLM.from_pretrained(model_id, revision=revision, quantization_config=bnb,
+                                                device_map=device_map(device), dtype=device.compute_dtype)
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    model.eval()
+    return load_tokenizer(model_id, revision=revision, padding_side="left"), model
 
 
 def as_prompts(model_input: Any) -> list[str]:

@@ -20,6 +20,8 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from ops import pyfunc_model
+from ops.base_model import _looks_like_path
+from ops.champion import apply_gate
 from ops.fingerprint import file_checksums
 from ops.specs import RegistrySpec
 from ops.tracking import ensure_experiment, flatten_params
@@ -115,14 +117,18 @@ class ServingCheck(logging.Handler):
             self.failures.append(record.getMessage())
 
 
-def log_adapter_model(adapter_dir: Path, base_model_dir: Path, prompt_format: str):
-    """Log the pyfunc model (base, adapter, ops code) under the active run; returns MLflow's ModelInfo."""
+def log_adapter_model(adapter_dir: Path, base_model_dir: Path, prompt_format: str, hub_base: dict | None = None):
+    """Log the pyfunc model (base, adapter, ops code) under the active run; returns MLflow's ModelInfo.
+
+    With `hub_base` ({"base_model_id", "base_model_revision"}) the 4-bit base is not copied: the model records
+    the hub id, revision and quantization config, and loading quantizes the hub checkpoint the same way.
+    """
     # MLflow loads the logged model and predicts on the input example, but only warns when that fails;
     # a model that cannot serve must not be registered, so the warning becomes an error here.
     check, mlflow_logger = ServingCheck(), logging.getLogger("mlflow.models.model")
     mlflow_logger.addHandler(check)
     try:
-        info = _log_pyfunc(adapter_dir, base_model_dir, prompt_format)
+        info = _log_pyfunc(adapter_dir, base_model_dir, prompt_format, hub_base)
     finally:
         mlflow_logger.removeHandler(check)
     if check.failures:
@@ -131,13 +137,25 @@ def log_adapter_model(adapter_dir: Path, base_model_dir: Path, prompt_format: st
     return info
 
 
-def _log_pyfunc(adapter_dir: Path, base_model_dir: Path, prompt_format: str):
+def hub_base_config(tags: dict[str, str], base_model_dir: Path) -> dict | None:
+    """Hub id, revision and bnb config for a model that loads its base from the hub; None for local bases."""
+    model_id = tags.get("base_model_id", "")
+    if not model_id or model_id.startswith("embedded:") or _looks_like_path(model_id):
+        return None
+    quantization = json.loads((Path(base_model_dir) / "config.json").read_text())["quantization_config"]
+    return {"base_model_id": model_id, "base_model_revision": tags.get("base_model_revision") or "main",
+            "quantization_config": quantization}
+
+
+def _log_pyfunc(adapter_dir: Path, base_model_dir: Path, prompt_format: str, hub_base: dict | None = None):
+    artifacts = {"adapter": str(adapter_dir)} if hub_base else {"base_model": str(base_model_dir),
+                                                                "adapter": str(adapter_dir)}
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,
         python_model=str(pyfunc_model.MODEL_CODE),
         code_paths=[str(pyfunc_model.OPS_DIR)],
-        artifacts={"base_model": str(base_model_dir), "adapter": str(adapter_dir)},
-        model_config={"prompt_format": prompt_format},
+        artifacts=artifacts,
+        model_config={"prompt_format": prompt_format, **(hub_base or {})},
         signature=pyfunc_model.signature(),
         input_example=pyfunc_model.INPUT_EXAMPLE,
         pip_requirements=pyfunc_model.pip_requirements(),
@@ -147,7 +165,7 @@ def _log_pyfunc(adapter_dir: Path, base_model_dir: Path, prompt_format: str):
 def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_location: str | None, experiment: str,
                      spec: RegistrySpec, adapter_dir: Path, base_model_dir: Path, prompt_format: str,
                      params: dict, metrics: dict, report_path: Path, tags: dict[str, str],
-                     run_id: str | None = None, log: Callable[[str], None] = print) -> dict:
+                     run_id: str | None = None, log: Callable[[str], None] = print, log_base: bool = True) -> dict:
     """Log the adapter as a pyfunc model, register a new version of `spec.model_name` and point `spec.alias` at it."""
     check_alias(spec.alias)
     registry_uri = registry_uri or tracking_uri
@@ -165,7 +183,10 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
             mlflow.log_metrics(numeric_metrics(metrics))
             mlflow.set_tags(lineage)
             mlflow.log_artifact(str(report_path), artifact_path="evaluation")
-            info = log_adapter_model(Path(adapter_dir), Path(base_model_dir), prompt_format)
+            hub_base = None if log_base else hub_base_config(lineage, Path(base_model_dir))
+            if not log_base and hub_base is None:
+                log(f"base {lineage.get('base_model_id')!r} is not a hub id; logging the 4-bit base with the model")
+            info = log_adapter_model(Path(adapter_dir), Path(base_model_dir), prompt_format, hub_base)
             log(f"logged model {info.model_uri} in run {run_id}")
         version_tags = {**lineage, "adapter_sha256": json.dumps(file_checksums(Path(adapter_dir)), sort_keys=True)}
         # Waits until READY and raises on a failed or timed-out registration.
@@ -173,6 +194,8 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
                                    await_registration_for=REGISTRATION_TIMEOUT_S, tags=version_tags)
     client.set_registered_model_alias(spec.model_name, spec.alias, mv.version)
     log(f"registered {spec.model_name} version {mv.version}, alias {spec.alias!r}")
+    gate = apply_gate(client, spec.model_name, mv.version, spec.primary_metric, numeric_metrics(metrics),
+                      spec.min_improvement, log=log)
     return {
         "model_name": spec.model_name,
         "version": int(mv.version),
@@ -180,4 +203,5 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
         "model_uri": f"models:/{spec.model_name}@{spec.alias}",
         "run_id": run_id,
         "tracking_uri": tracking_uri,
+        "gate_decision": gate.decision,
     }

@@ -137,9 +137,19 @@ class EvalSpec(BaseModel):
         return int(_positive(info.field_name, v))
 
 
+# The tuned model's evaluation metrics (ops.evaluation.METRICS), which the champion gate can compare.
+GATE_METRICS = ("tuned.eval_loss", "tuned.perplexity", "tuned.exact_match", "tuned.rouge_l")
+
+
 class RegistrySpec(BaseModel):
     model_name: str = Field("qlora-adapter", description="Registered model name in the MLflow registry.")
     alias: str = Field("candidate", description="Alias moved to the new version (the README lists the aliases).")
+    primary_metric: str = Field(
+        "tuned.eval_loss",
+        description="Evaluation metric the champion gate compares, e.g. tuned.eval_loss (lower is better) or "
+        "tuned.exact_match (higher is better); names ending in loss/perplexity count as lower-is-better.",
+    )
+    min_improvement: float = Field(0.0, description="Margin by which a new version must beat the champion to replace it.")
 
     @model_validator(mode="after")
     def _names(self):
@@ -147,4 +157,10 @@ class RegistrySpec(BaseModel):
             raise ValueError("model_name must not be empty")
         if not self.alias.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"alias must be letters, digits, '-' or '_', got {self.alias!r}")
+        if self.primary_metric not in GATE_METRICS:
+            raise ValueError(f"primary_metric must be one of {', '.join(GATE_METRICS)}, got {self.primary_metric!r}")
+        if self.min_improvement < 0:
+            raise ValueError(f"min_improvement must be >= 0, got {self.min_improvement}")
+        if self.alias in ("champion", "challenger"):  # the champion gate owns these two
+            raise ValueError(f"alias {self.alias!r} is set by the champion gate; use another alias (e.g. candidate)")
         return self

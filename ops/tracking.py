@@ -70,3 +70,55 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         sha = ""
     return f"{release}+{sha}" if sha else release
+
+
+def resume_or_start_run(run_id_file: Path, tracking_uri: str, experiment: str, run_name: str,
+                        params: dict[str, Any], tags: dict[str, str] | None = None,
+                        artifact_location: str | None = None) -> str:
+    """The run recorded in `run_id_file` when it still exists (a resumed training keeps one loss curve),
+    else a new run, recorded there."""
+    run_id_file = Path(run_id_file)
+    if run_id_file.is_file():
+        run_id = run_id_file.read_text().strip()
+        try:
+            if MlflowClient(tracking_uri).get_run(run_id).info.lifecycle_stage == "active":
+                return run_id
+        except Exception:  # deleted, or from another tracking server: start afresh
+            pass
+    run_id = start_run(tracking_uri, experiment, run_name, params, tags, artifact_location)
+    run_id_file.parent.mkdir(parents=True, exist_ok=True)
+    run_id_file.write_text(run_id)
+    return run_id
+
+
+class TrackingServerUnavailable(RuntimeError):
+    pass
+
+
+def redact_uri(uri: str) -> str:
+    """The URI without user:password@, for logs and errors (credentials belong in MLFLOW_TRACKING_* variables)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
+def check_tracking_server(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """Fail at once, naming the URI, when an HTTP tracking server does not answer (MLflow itself retries for minutes)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s) as response:
+            response.read()
+    except urllib.error.HTTPError:
+        return  # it answered; auth or routing problems surface from MLflow with their own message
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingServerUnavailable(
+            f"MLflow tracking server {redact_uri(tracking_uri)} does not answer ({reason}); start it, or point "
+            "the mlflow resource's tracking_uri (or MLFLOW_TRACKING_URI) at one that runs") from None

@@ -5,6 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from assets import PIPELINE_ASSETS
+from assets.checks import ASSET_CHECKS
+from pipelines.jobs import promote_alias
+from pipelines.schedules import qlora_retrain_schedule, with_automation
+from pipelines.sensors import qlora_data_sensor
 from resources import ArtifactRefIOManager, ArtifactStoreResource, BaseModelResource, GPUResource, MLflowResource
 
 qlora_pipeline = dg.define_asset_job(
@@ -22,4 +26,11 @@ RESOURCES = {
     "mlflow": MLflowResource(),
 }
 
-defs = dg.Definitions(assets=PIPELINE_ASSETS, jobs=[qlora_pipeline], resources=RESOURCES)
+defs = dg.Definitions(
+    assets=with_automation(PIPELINE_ASSETS),  # automation conditions: see pipelines/schedules.py
+    asset_checks=ASSET_CHECKS,
+    jobs=[qlora_pipeline, promote_alias],
+    schedules=[qlora_retrain_schedule],
+    sensors=[qlora_data_sensor],
+    resources=RESOURCES,
+)

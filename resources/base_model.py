@@ -20,4 +20,4 @@ class BaseModelResource(dg.ConfigurableResource):
     allow_pickle_weights: bool = Field(False, description="Accept .bin (pickle) weights in a local directory.")
 
     def resolve(self) -> ResolvedBase:
-        return resolve_base(self.model_id, self.revision, self.allow_pickle_weights)
+        return resolve_base(self.model_id, self.revision, self.allow_pickle_weights, trust_remote_code=self.trust_remote_code)

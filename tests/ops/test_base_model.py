@@ -82,3 +82,17 @@ def test_hub_id_is_pinned_to_a_revision_without_touching_the_network():
     sha = "0123456789abcdef0123456789abcdef01234567"
     pinned = resolve_base("meta-llama/Llama-3.2-1B", revision=sha)
     assert pinned.revision == sha and pinned.identity["revision"] == sha
+
+
+def test_a_model_that_needs_its_own_code_is_refused_unless_trusted(tiny_base_dir, tmp_path):
+    import json
+    import shutil
+
+    custom = tmp_path / "custom"
+    shutil.copytree(tiny_base_dir, custom)
+    config = json.loads((custom / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"}
+    (custom / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BaseModelError, match=r"needs its own Python code.*trust_remote_code: true"):
+        resolve_base(str(custom))
+    assert resolve_base(str(custom), trust_remote_code=True).is_local

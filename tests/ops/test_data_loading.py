@@ -220,3 +220,11 @@ def test_unreachable_hub_id_is_a_data_error():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "could not load hub dataset 'nobody/no-such-dataset' (split 'train', revision main)" in out.stdout
     assert "the hub could not be reached or the dataset was not found" in out.stdout
+
+
+def test_a_row_longer_than_any_sane_limit_is_refused_by_number():
+    from ops.data_loading import MAX_ROW_CHARS
+
+    rows = [{"instruction": "Say it.", "output": "ok"}, {"instruction": "Say it.", "output": "x" * (MAX_ROW_CHARS + 1)}]
+    with pytest.raises(DataError, match=r"row 2: row is 1,000,0\d\d characters long, over the limit of 1,000,000"):
+        validate_rows(rows, "alpaca")

@@ -1,0 +1,79 @@
+"""Asset checks: bad data stops the run before training, an adapter that does not help stops registration."""
+
+
+from pathlib import Path
+
+import dagster as dg
+from mlflow import MlflowClient
+from pydantic import Field
+
+from ops import checks
+from ops.champion import champion_value
+from ops.data_prep import load_prepared
+from ops.specs import RegistrySpec
+from ops.store import ArtifactRef, read_summary
+from resources import MLflowResource
+
+DATASET = dg.AssetKey("training_dataset")
+EVALUATION = dg.AssetKey("adapter_evaluation")
+
+
+class DataChecksConfig(dg.Config):
+    max_truncated_share: float = Field(0.1, description="Largest share of examples allowed to be cut at max_seq_len.")
+    min_train_rows: int = Field(32, description="Fewest training examples worth a fine-tuning run.")
+    min_eval_rows: int = Field(4, description="Fewest held-out examples for an evaluation worth trusting.")
+
+
+def _result(asset: dg.AssetKey, name: str, outcome: checks.CheckOutcome,
+            severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(asset_key=asset, check_name=name, passed=outcome.passed, severity=severity,
+                               description=outcome.description, metadata={"why": outcome.description, **outcome.metadata})
+
+
+# One op for the four data checks: each check step is a process in `dagster dev`, and these share one load.
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec("no_empty_text", asset=DATASET, blocking=True, description="No empty prompt or response."),
+        dg.AssetCheckSpec("truncation_bounded", asset=DATASET, blocking=True,
+                          description="Share of truncated examples under the configured bound."),
+        dg.AssetCheckSpec("splits_disjoint", asset=DATASET, blocking=True, description="No example in both train and eval."),
+        dg.AssetCheckSpec("enough_rows", asset=DATASET, blocking=True, description="Enough train and eval rows."),
+    ],
+)
+def training_dataset_checks(config: DataChecksConfig, training_dataset: ArtifactRef):
+    """Blocking data checks: a failure stops the run before the adapter is trained."""
+    splits, summary = load_prepared(Path(training_dataset.path)), read_summary(training_dataset)
+    yield _result(DATASET, "no_empty_text", checks.no_empty_text(splits))
+    yield _result(DATASET, "truncation_bounded", checks.truncation_within(summary, config.max_truncated_share))
+    yield _result(DATASET, "splits_disjoint", checks.splits_disjoint(splits))
+    yield _result(DATASET, "enough_rows", checks.enough_rows(splits, config.min_train_rows, config.min_eval_rows))
+
+
+def gate_settings(context: dg.AssetCheckExecutionContext) -> RegistrySpec:
+    """The registry settings of this run (registered_adapter's config), so model and metric are named once."""
+    ops_config = context.op_execution_context.run_config.get("ops") or {}
+    given = (ops_config.get("registered_adapter") or {}).get("config") or {}
+    return RegistrySpec(**{k: v for k, v in given.items() if k in ("model_name", "primary_metric")})
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec("beats_base", asset=EVALUATION, blocking=True,
+                          description="The adapter lowers the base model's held-out loss."),
+        dg.AssetCheckSpec("no_regression_vs_champion", asset=EVALUATION,
+                          description="The adapter is no worse than the champion on the primary metric (warning)."),
+    ],
+)
+def adapter_evaluation_checks(context: dg.AssetCheckExecutionContext, adapter_evaluation: ArtifactRef,
+                              mlflow: MLflowResource):
+    """A failed beats_base blocks registration; a regression against the champion only warns."""
+    report = read_summary(adapter_evaluation)
+    yield _result(EVALUATION, "beats_base", checks.beats_base(report))
+    spec = gate_settings(context)
+    client = MlflowClient(tracking_uri=mlflow.resolved_tracking_uri(), registry_uri=mlflow.resolved_registry_uri())
+    version, value = champion_value(client, spec.model_name, spec.primary_metric)
+    yield _result(EVALUATION, "no_regression_vs_champion",
+                  checks.no_regression(report, spec.primary_metric, value, version), dg.AssetCheckSeverity.WARN)
+
+
+ASSET_CHECKS = [training_dataset_checks, adapter_evaluation_checks]

@@ -1,0 +1,148 @@
+"""The real `dagster dev`: turn the data sensor on through GraphQL, change the data, see one run requested and finish."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ops.paths import BUNDLED_DATASET, REPO_ROOT
+from ops.watch import run_key, source_fingerprint
+
+pytestmark = pytest.mark.slow
+
+SENSOR = "qlora_data_sensor"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+def wait_for(what: str, probe, timeout_s: float, every_s: float = 2.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except OSError:  # the server is still starting
+            value = None
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def tiny_run_config(base_dir: Path) -> dict:
+    return {
+        "execution": {"config": {"in_process": {}}},  # one process: step subprocesses would each import torch
+        "resources": {"base_model": {"config": {"model_id": str(base_dir)}}},
+        "ops": {
+            "training_dataset": {"config": {"max_rows": 120, "max_seq_len": 64}},
+            "qlora_adapter": {"config": {"max_steps": 2, "batch_size": 8, "save_steps": 2, "logging_steps": 1,
+                                         "warmup_steps": 1}},
+            "adapter_evaluation": {"config": {"num_generation_examples": 4, "max_new_tokens": 4}},
+            "registered_adapter": {"config": {"model_name": "dev-sensor-test"}},
+        },
+    }
+
+
+@pytest.fixture
+def dagster_dev(tmp_path, qlora_home, tiny_base_dir):
+    """`dagster dev` on a free loopback port with its own instance, data home, watched file and run config."""
+    dagster_home = tmp_path / "dagster-home"
+    dagster_home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    watched = tmp_path / "instructions.jsonl"
+    shutil.copy(BUNDLED_DATASET, watched)
+    run_config = tmp_path / "retrain.yaml"
+    run_config.write_text(yaml.safe_dump(tiny_run_config(tiny_base_dir)))
+    port = free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "QLORA_HOME": str(qlora_home),
+           "QLORA_WATCH_SOURCE": str(watched), "QLORA_RETRAIN_RUN_CONFIG": str(run_config),
+           "QLORA_SENSOR_INTERVAL_S": "5", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    log = (tmp_path / "dagster-dev.log").open("w")
+    dagster = Path(sys.executable).parent / "dagster"
+    proc = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for("the GraphQL endpoint", lambda: proc.poll() is None and graphql(port, "{ version }")["version"], 180)
+        yield {"port": port, "watched": watched, "log": tmp_path / "dagster-dev.log"}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # dagster dev, its code server and daemon share the group
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+SELECTOR_QUERY = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+SET_CURSOR = """mutation($s: SensorSelector!, $c: String) { setSensorCursor(sensorSelector: $s, cursor: $c) {
+  __typename ... on PythonError { message } } }"""
+START = """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+  __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
+TICKS = """query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor {
+  sensorState { ticks(limit: 20) { status skipReason runIds timestamp } } } } }"""
+RUNS = """query($sensor: String!) { runsOrError(filter: {tags: [{key: "dagster/sensor_name", value: $sensor}]}) {
+  ... on Runs { results { runId status tags { key value } } } } }"""
+
+
+def test_sensor_turned_on_in_dagster_dev_runs_once_per_data_change(dagster_dev):
+    port, watched = dagster_dev["port"], dagster_dev["watched"]
+    repo = graphql(port, SELECTOR_QUERY)["repositoriesOrError"]["nodes"][0]
+    selector = {"repositoryName": repo["name"], "repositoryLocationName": repo["location"]["name"], "sensorName": SENSOR}
+    # The instance has already seen this content (as after an earlier run), so turning the sensor on starts no run.
+    before = source_fingerprint(str(watched))
+    assert graphql(port, SET_CURSOR, {"s": selector, "c": before})["setSensorCursor"]["__typename"] == "Sensor"
+    started = graphql(port, START, {"s": selector})["startSensor"]
+    assert started["__typename"] == "Sensor" and started["sensorState"]["status"] == "RUNNING", started
+
+    def ticks():
+        return graphql(port, TICKS, {"s": selector})["sensorOrError"]["sensorState"]["ticks"]
+
+    wait_for("a tick that skips unchanged data", lambda: any(t["status"] == "SKIPPED" for t in ticks()), 90)
+    assert graphql(port, RUNS, {"sensor": SENSOR})["runsOrError"]["results"] == []
+
+    lines = watched.read_text().splitlines()
+    for i in range(3):  # a few rows edited, as a data refresh would
+        row = json.loads(lines[i])
+        row["output"] = f"changed answer {i}"
+        lines[i] = json.dumps(row)
+    watched.write_text("\n".join(lines) + "\n")
+    after = source_fingerprint(str(watched))
+
+    def finished_runs():
+        runs = graphql(port, RUNS, {"sensor": SENSOR})["runsOrError"]["results"]
+        failed = [r for r in runs if r["status"] in ("FAILURE", "CANCELED")]
+        assert not failed, f"run failed; see {dagster_dev['log']} and the run's logs: {failed}"
+        return [r for r in runs if r["status"] == "SUCCESS"]
+
+    runs = wait_for("the requested run to finish", finished_runs, 240, every_s=5)
+    assert len(runs) == 1
+    tags = {t["key"]: t["value"] for t in runs[0]["tags"]}
+    assert tags["dagster/run_key"] == run_key(str(watched), after)
+    assert tags["qlora/data_fingerprint"] == after
+
+    # Later ticks see the same content again: they skip and request nothing more.
+    latest = max(t["timestamp"] for t in ticks())
+    wait_for("another tick", lambda: any(t["timestamp"] > latest and t["status"] == "SKIPPED" for t in ticks()), 60)
+    assert len(graphql(port, RUNS, {"sensor": SENSOR})["runsOrError"]["results"]) == 1
