@@ -43,3 +43,18 @@ def file_checksums(root: Path) -> dict[str, str]:
     """sha256 of every file under `root`, keyed by relative path."""
     root = Path(root)
     return {str(p.relative_to(root)): hash_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class ChecksumMismatch(ValueError):
+    pass
+
+
+def verify_checksums(root: Path, expected: dict[str, str], what: str = "files") -> None:
+    """Refuse `root` unless its files are exactly those recorded in `expected` (path -> sha256)."""
+    actual = file_checksums(root)
+    changed = sorted(p for p in expected if actual.get(p) != expected[p])
+    added = sorted(set(actual) - set(expected))
+    if changed or added:
+        detail = ", ".join([f"{p} (changed or missing)" for p in changed] + [f"{p} (not registered)" for p in added])
+        raise ChecksumMismatch(f"{what} in {root} do not match the checksums recorded at registration: {detail}. "
+                               "Refusing to load a tampered or corrupted model.")

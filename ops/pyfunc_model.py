@@ -17,6 +17,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from ops.device import resolve_device
+from ops.fingerprint import verify_checksums
 from ops.generation import generate
 from ops.modeling import device_map, load_adapter_model, load_tokenizer
 from ops.prompting import render_user_prompt
@@ -40,6 +41,8 @@ class AdapterGenerator(mlflow.pyfunc.PythonModel):
         self.device = resolve_device()
         config = context.model_config or {}
         self.prompt_format = config.get("prompt_format", "text")
+        if "adapter_sha256" in config:
+            verify_checksums(Path(context.artifacts["adapter"]), config["adapter_sha256"], "adapter files")
         if "base_model" in context.artifacts:
             self.tokenizer = load_tokenizer(context.artifacts["base_model"], padding_side="left")
             self.model = load_adapter_model(context.artifacts["base_model"], context.artifacts["adapter"], self.device)

@@ -155,7 +155,9 @@ def _log_pyfunc(adapter_dir: Path, base_model_dir: Path, prompt_format: str, hub
         python_model=str(pyfunc_model.MODEL_CODE),
         code_paths=[str(pyfunc_model.OPS_DIR)],
         artifacts=artifacts,
-        model_config={"prompt_format": prompt_format, **(hub_base or {})},
+        # Checksums travel inside the model, so every load verifies the adapter files it was registered with.
+        model_config={"prompt_format": prompt_format, "adapter_sha256": file_checksums(Path(adapter_dir)),
+                      **(hub_base or {})},
         signature=pyfunc_model.signature(),
         input_example=pyfunc_model.INPUT_EXAMPLE,
         pip_requirements=pyfunc_model.pip_requirements(),

@@ -53,6 +53,7 @@ def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Pat
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=True,  # progress goes to the run log through ProgressCallback instead
+        logging_nan_inf_filter=False,  # the default hides NaN losses from the logs, so nothing would stop on them
         report_to=[],
     )
 

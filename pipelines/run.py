@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from assets import CONFIG_CLASSES
 from pipelines.definitions import defs
-from pipelines.instance import get_instance
+from pipelines.instance import get_instance, reap_dead_runs, runner_tags
 
 
 def load_run_config(path: Path) -> dict:
@@ -86,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.time()
     job = defs.resolve_job_def(args.job)
+    instance = get_instance()
+    reap_dead_runs(instance)
     try:
-        result = job.execute_in_process(run_config=run_config, instance=get_instance(), raise_on_error=False)
+        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
+                                        tags=runner_tags())
     except Exception as err:  # invalid run config is raised before the run starts
         print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
         return 2

@@ -102,3 +102,24 @@ def test_everything_starts_stopped_and_downstream_assets_are_automated():
         conditions[asset.to_user_string()] = repo.asset_graph.get(asset).automation_condition
     assert {k for k, c in conditions.items() if c is not None} == set(DOWNSTREAM)
     assert {j.name for j in repo.get_all_jobs()} >= {"qlora_pipeline", "promote_alias"}
+
+
+@pytest.mark.slow
+def test_two_schedule_ticks_on_unchanged_data_register_one_version(watched, tmp_path, monkeypatch, tiny_base_dir):
+    from tests.assets.test_assets import run_config
+
+    recipe = tmp_path / "retrain.yaml"
+    recipe.write_text(yaml.safe_dump({**run_config(), "resources": {"base_model": {"config": {"model_id": str(tiny_base_dir)}}}}))
+    monkeypatch.setenv("QLORA_RETRAIN_RUN_CONFIG", str(recipe))
+    job = defs.resolve_job_def("qlora_pipeline")
+    found = []
+    with dg.instance_for_test() as instance:
+        for _ in range(2):
+            tick = qlora_retrain_schedule.evaluate_tick(dg.build_schedule_context(instance=instance))
+            result = job.execute_in_process(run_config=tick.run_requests[0].run_config, instance=instance)
+            found.append({e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+                          for e in result.get_asset_materialization_events()})
+    assert not any(m["cache_hit"].value for m in found[0].values())
+    assert all(m["cache_hit"].value for m in found[1].values())  # the second tick did no heavy work
+    assert found[1]["registered_adapter"]["version"].value == found[0]["registered_adapter"]["version"].value == 1
+    assert found[0]["registered_adapter"]["gate_decision"].value == "champion"
