@@ -16,12 +16,12 @@ pytestmark = pytest.mark.slow
 SCRIPT = r"""
 import json, sys, time
 from pathlib import Path
-from ops.registry import register_adapter
+from ops.registration import register_once
 from ops.specs import RegistrySpec
 args = json.loads(sys.argv[1])
 while time.time() < args["start_at"]:  # all processes reach MLflow together
     time.sleep(0.01)
-info = register_adapter(
+info = register_once(
     tracking_uri=args["uri"], registry_uri=None, artifact_location=None, experiment="concurrency",
     spec=RegistrySpec(model_name="race"), adapter_dir=Path(args["adapter"]), base_model_dir=Path(args["base"]),
     prompt_format="alpaca", params={"i": args["fp"]}, metrics={"tuned": {"eval_loss": 1.0}},

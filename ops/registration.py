@@ -1,0 +1,61 @@
+"""Registering safely: never the same adapter twice, and one registration at a time on an embedded registry.
+
+sqlite allows one writer; MLflow's registration is several transactions (model, version, tags, alias), and
+concurrent ones fail with "database is locked" or interleave. A tracking server serialises for itself, so
+the lock applies to sqlite URIs only. Holding it also makes check-then-register (idempotency) atomic.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from mlflow import MlflowClient
+
+from ops.registry import find_version_by_tag, register_adapter
+
+_THREAD_LOCK = threading.Lock()  # flock is per open file; this covers threads of one process too
+
+
+@contextmanager
+def registry_lock(tracking_uri: str, timeout_s: float = 900.0) -> Iterator[None]:
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(tracking_uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout_s
+    with _THREAD_LOCK, lock_path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another process held the registry lock {lock_path} for over {timeout_s:.0f}s")
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def register_once(dedupe_tag: str = "registration_fingerprint", **kwargs: Any) -> dict:
+    """`register_adapter(**kwargs)` unless a version tagged `dedupe_tag` with this value exists (then that
+    version, with cache_hit True); the check and the registration happen under the registry lock."""
+    spec, value = kwargs["spec"], kwargs["tags"][dedupe_tag]
+    tracking_uri, registry_uri = kwargs["tracking_uri"], kwargs.get("registry_uri") or kwargs["tracking_uri"]
+    with registry_lock(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        existing = find_version_by_tag(client, spec.model_name, dedupe_tag, value)
+        if existing is not None:
+            kwargs.get("log", print)(f"{spec.model_name} version {existing.version} already holds this adapter")
+            return {"model_name": spec.model_name, "version": int(existing.version), "alias": spec.alias,
+                    "model_uri": f"models:/{spec.model_name}@{spec.alias}", "run_id": existing.run_id,
+                    "tracking_uri": tracking_uri, "gate_decision": existing.tags.get("gate_decision", ""),
+                    "cache_hit": True}
+        return {**register_adapter(**kwargs), "cache_hit": False}
