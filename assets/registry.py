@@ -4,14 +4,14 @@
 from pathlib import Path
 
 import dagster as dg
-from mlflow.tracking import MlflowClient
 
 from assets.common import StepConfig
 from ops.fingerprint import fingerprint
-from ops.registry import find_version_by_tag, register_adapter
+from ops.registration import register_once, registry_lock
+from ops.registry import register_adapter
 from ops.specs import RegistrySpec
 from ops.store import ArtifactRef, read_summary
-from ops.tracking import code_version
+from ops.tracking import check_tracking_server, code_version, redact_uri
 from resources import BaseModelResource, MLflowResource
 
 CODE_VERSION = "1"
@@ -35,7 +35,10 @@ def _lineage(context, base: dict, refs: dict[str, ArtifactRef], fp: str) -> dict
     }
 
 
-@dg.asset(group_name="qlora", kinds={"mlflow"}, code_version=CODE_VERSION)
+# Retries ride out a tracking server that is briefly away; registration is idempotent, so a retry after a
+# half-finished attempt cannot register the adapter twice.
+@dg.asset(group_name="qlora", kinds={"mlflow"}, code_version=CODE_VERSION,
+          retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL))
 def registered_adapter(
     context: dg.AssetExecutionContext,
     config: RegisterConfig,
@@ -52,28 +55,24 @@ def registered_adapter(
     fp = fingerprint(CODE_VERSION, config.fingerprint_fields(), {k: r.fingerprint for k, r in refs.items()})
     summaries = {k: read_summary(r) for k, r in refs.items()}
     tracking_uri, registry_uri = mlflow.resolved_tracking_uri(), mlflow.resolved_registry_uri()
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
 
-    existing = None if config.force else find_version_by_tag(client, config.model_name, "registration_fingerprint", fp)
-    if existing is not None:
-        context.log.info(f"cache hit: {config.model_name} version {existing.version} already holds this adapter")
-        info = {"model_name": config.model_name, "version": int(existing.version), "alias": config.alias,
-                "model_uri": f"models:/{config.model_name}@{config.alias}", "run_id": existing.run_id,
-                "gate_decision": existing.tags.get("gate_decision", "")}
-    else:
-        report = summaries["evaluation"]
-        info = register_adapter(
-            tracking_uri=tracking_uri, registry_uri=registry_uri, artifact_location=mlflow.artifact_location,
-            experiment=mlflow.experiment,
-            spec=RegistrySpec(**config.model_dump(exclude={"force"})),
-            adapter_dir=Path(qlora_adapter.path) / "adapter", base_model_dir=Path(quantized_base_model.path) / "model",
-            prompt_format=summaries["dataset"]["format"],
-            params={"base_model": base_model.model_id, **{k: s["config"] for k, s in summaries.items()}},
-            metrics={"base": report["base"], "tuned": report["tuned"], "train_final_loss": summaries["adapter"]["final_loss"]},
-            report_path=Path(adapter_evaluation.path) / "report.json",
-            tags=_lineage(context, summaries["base"], refs, fp),
-            run_id=summaries["adapter"].get("mlflow_run_id"), log=context.log.info,
-        )
+    report = summaries["evaluation"]
+    check_tracking_server(tracking_uri)
+    registration = dict(
+        tracking_uri=tracking_uri, registry_uri=registry_uri, artifact_location=mlflow.artifact_location,
+        experiment=mlflow.experiment, spec=RegistrySpec(**config.model_dump(exclude={"force"})),
+        adapter_dir=Path(qlora_adapter.path) / "adapter", base_model_dir=Path(quantized_base_model.path) / "model",
+        prompt_format=summaries["dataset"]["format"],
+        params={"base_model": base_model.model_id, **{k: s["config"] for k, s in summaries.items()}},
+        metrics={"base": report["base"], "tuned": report["tuned"], "train_final_loss": summaries["adapter"]["final_loss"]},
+        report_path=Path(adapter_evaluation.path) / "report.json", tags=_lineage(context, summaries["base"], refs, fp),
+        run_id=summaries["adapter"].get("mlflow_run_id"), log=context.log.info, log_base=config.log_base,
+    )
+    if config.force:
+        with registry_lock(tracking_uri):
+            info = {**register_adapter(**registration), "cache_hit": False}
+    else:  # idempotent: an adapter already registered under this fingerprint gets no second version
+        info = register_once(**registration)
     return dg.MaterializeResult(
         metadata={
             "model_uri": info["model_uri"],
@@ -82,8 +81,8 @@ def registered_adapter(
             "alias": info["alias"],
             "gate_decision": info["gate_decision"],  # champion or challenger (ops/champion.py)
             "mlflow_run_id": info["run_id"],
-            "tracking_uri": tracking_uri,
-            "cache_hit": existing is not None,
+            "tracking_uri": redact_uri(tracking_uri),
+            "cache_hit": info["cache_hit"],
             "fingerprint": fp,
         },
         data_version=dg.DataVersion(fp),

@@ -150,6 +150,11 @@ class RegistrySpec(BaseModel):
         "tuned.exact_match (higher is better); names ending in loss/perplexity count as lower-is-better.",
     )
     min_improvement: float = Field(0.0, description="Margin by which a new version must beat the champion to replace it.")
+    log_base: bool = Field(
+        True,
+        description="Copy the 4-bit base into the logged model (self-contained). Off: a hub base is recorded by id "
+        "and revision and quantized again on load; local and embedded bases are always copied.",
+    )
 
     @model_validator(mode="after")
     def _names(self):
