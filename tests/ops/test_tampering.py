@@ -6,7 +6,7 @@ import mlflow
 import pytest
 
 from ops.fingerprint import ChecksumMismatch, file_checksums, verify_checksums
-from ops.registry import register_adapter
+from ops.registry import mlflow_uris, register_adapter
 from ops.specs import RegistrySpec
 
 
@@ -21,7 +21,7 @@ def test_verify_checksums_names_changed_and_added_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_loading_a_tampered_registered_adapter_fails(tiny_quantized, tiny_adapter, tmp_path, monkeypatch):
+def test_loading_a_tampered_registered_adapter_fails(tiny_quantized, tiny_adapter, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     report = tmp_path / "report.json"
     report.write_text("{}")
@@ -30,12 +30,12 @@ def test_loading_a_tampered_registered_adapter_fails(tiny_quantized, tiny_adapte
         spec=RegistrySpec(model_name="tamper"), adapter_dir=tiny_adapter[0] / "adapter",
         base_model_dir=tiny_quantized[0] / "model", prompt_format="alpaca", params={}, metrics={},
         report_path=report, tags={"registration_fingerprint": "tamper-1"}, log=lambda _: None)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    assert mlflow.pyfunc.load_model(info["model_uri"]).predict(["Say hi."], params={"max_new_tokens": 2})
+    with mlflow_uris(uri, uri):  # earlier tests may have pointed MLflow's globals elsewhere
+        assert mlflow.pyfunc.load_model(info["model_uri"]).predict(["Say hi."], params={"max_new_tokens": 2})
 
-    weights = next((tmp_path / "artifacts").rglob("adapter/adapter_model.safetensors"))
-    data = bytearray(weights.read_bytes())
-    data[-1] ^= 0xFF
-    weights.write_bytes(bytes(data))
-    with pytest.raises(ChecksumMismatch, match="adapter_model.safetensors"):
-        mlflow.pyfunc.load_model(info["model_uri"])
+        weights = next((tmp_path / "artifacts").rglob("adapter/adapter_model.safetensors"))
+        data = bytearray(weights.read_bytes())
+        data[-1] ^= 0xFF
+        weights.write_bytes(bytes(data))
+        with pytest.raises(ChecksumMismatch, match="adapter_model.safetensors"):
+            mlflow.pyfunc.load_model(info["model_uri"])
