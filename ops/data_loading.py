@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ops.fingerprint import hash_file
+from ops.fingerprint import hash_file, hash_tree
 from ops.paths import BUNDLED_DATASET
 from ops.prompting import FORMATS, REQUIRED_FIELDS
 from ops.specs import DataSpec
@@ -36,10 +36,8 @@ def resolve_source(source: str) -> Path | None:
     if source == "bundled":
         return BUNDLED_DATASET
     path = Path(source).expanduser()
-    if path.is_file():
+    if path.is_file() or path.is_dir():
         return path
-    if path.exists():
-        raise DataError(f"dataset source {source} is not a file; name a {'/'.join(FILE_SUFFIXES)} file")
     if source.startswith((".", "/", "~")) or path.suffix:
         raise DataError(f"dataset file {source} does not exist")
     if HUB_ID.match(source):
@@ -127,16 +125,25 @@ def _load_hub(spec: DataSpec) -> list[dict]:
         ) from None
 
 
+def _read_file(path: Path) -> list[dict]:
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"dataset file {path} has unsupported extension {path.suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
+    return reader(path)
+
+
 def load_rows(spec: DataSpec) -> list[dict]:
     """Read every example of `spec.source` as a list of dicts; an empty dataset is an error."""
     path = resolve_source(spec.source)
     if path is None:
         rows = _load_hub(spec)
+    elif path.is_dir():  # a folder of data files, read in name order (what the retraining sensor can watch)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in READERS)
+        if not files:
+            raise DataError(f"dataset folder {path} holds no {'/'.join(FILE_SUFFIXES)} files")
+        rows = [row for f in files for row in _read_file(f)]
     else:
-        reader = READERS.get(path.suffix.lower())
-        if reader is None:
-            raise DataError(f"dataset file {path} has unsupported extension {path.suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
-        rows = reader(path)
+        rows = _read_file(path)
     if not rows:
         raise DataError(f"dataset {path or spec.source} is empty")
     return rows
@@ -208,4 +215,4 @@ def source_identity(spec: DataSpec) -> dict[str, str]:
     path = resolve_source(spec.source)
     if path is None:
         return {"source": spec.source, "revision": spec.hub_revision or "main", "split": spec.hub_split}
-    return {"source": spec.source, "sha256": hash_file(path)}
+    return {"source": spec.source, "sha256": hash_tree(path) if path.is_dir() else hash_file(path)}

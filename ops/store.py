@@ -56,10 +56,11 @@ class ArtifactStore:
         return json.loads((self.path(asset, fp) / COMPLETE_MARKER).read_text())
 
     @contextmanager
-    def writing(self, asset: str, fp: str) -> Iterator[Path]:
+    def writing(self, asset: str, fp: str, replace: bool = False) -> Iterator[Path]:
         """Yield a temporary directory; on success it becomes `<root>/<asset>/<fp>`, on failure it is removed.
 
-        Write the step's summary with `finish(tmp, summary)` before leaving the block.
+        Write the step's summary with `finish(tmp, summary)` before leaving the block. When another process
+        finished the same fingerprint first, its artifact is kept (same inputs, same content) unless `replace`.
         """
         final = self.path(asset, fp)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +70,15 @@ class ArtifactStore:
             yield tmp
             if not (tmp / COMPLETE_MARKER).is_file():
                 raise RuntimeError(f"step for {asset} finished without writing its summary (store.finish)")
+            if self.is_complete(asset, fp) and not replace:
+                return  # a concurrent run wrote it first; `finally` drops ours
             if final.exists():  # a forced rerun, or an incomplete leftover: replace it
                 shutil.rmtree(final)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except OSError:  # lost a race with a concurrent writer of the same fingerprint between check and rename
+                if not self.is_complete(asset, fp):
+                    raise
             shutil.rmtree(self.work_dir(asset, fp), ignore_errors=True)
         finally:
             if tmp.exists():
@@ -108,7 +115,7 @@ def materialize(store: ArtifactStore, asset: str, fp: str, work, force: bool = F
         log(f"cache hit: {asset} {fp} is already at {store.path(asset, fp)}")
         return StepResult(store.ref(asset, fp), store.summary(asset, fp), True)
     log(f"computing {asset} {fp}" + (" (forced)" if force else ""))
-    with store.writing(asset, fp) as tmp:
+    with store.writing(asset, fp, replace=force) as tmp:
         summary = {**work(tmp), "config": config or {}}
         finish(tmp, summary)
     return StepResult(store.ref(asset, fp), summary, False)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from ops.locks import file_lock
 from ops.paths import REPO_ROOT, qlora_home
 
 INSTANCE_TEMPLATE = REPO_ROOT / "dagster.yaml"
@@ -21,12 +22,17 @@ def dagster_home() -> Path:
 def get_instance() -> dg.DagsterInstance:
     """A persistent instance, so runs and materializations outlive the process and show in the UI."""
     home = dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists() and INSTANCE_TEMPLATE.exists():
-        shutil.copy(INSTANCE_TEMPLATE, config)
     os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.get()
+    # Two runners starting at once on a fresh home would both create the sqlite schemas and corrupt their
+    # migration history ("more than one head"); the first creates them while the second waits.
+    with file_lock(home / ".init.lock"):
+        config = home / "dagster.yaml"
+        if not config.exists() and INSTANCE_TEMPLATE.exists():
+            shutil.copy(INSTANCE_TEMPLATE, config)
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # touch run storage, so its schema exists before the lock is let go
+        instance.all_instigator_state()  # and the schedule storage's
+    return instance
 
 
 RUNNER_HOST_TAG, RUNNER_PID_TAG = "qlora/host", "qlora/pid"

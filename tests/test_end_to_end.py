@@ -72,3 +72,10 @@ def test_workspace_loads_the_five_assets():
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"training_dataset", "quantized_base_model", "qlora_adapter", "adapter_evaluation", "registered_adapter"}
+
+
+def test_runner_names_an_unknown_key_in_a_config_file(tmp_path, capsys):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("ops:\n  qlora_adapter:\n    config:\n      lora_rank: 8\n")
+    assert run.main([str(bad)]) == 2
+    assert "ops.qlora_adapter.config.lora_rank: unknown key; valid keys: alpha, batch_size" in capsys.readouterr().err

@@ -228,3 +228,19 @@ def test_a_row_longer_than_any_sane_limit_is_refused_by_number():
     rows = [{"instruction": "Say it.", "output": "ok"}, {"instruction": "Say it.", "output": "x" * (MAX_ROW_CHARS + 1)}]
     with pytest.raises(DataError, match=r"row 2: row is 1,000,0\d\d characters long, over the limit of 1,000,000"):
         validate_rows(rows, "alpaca")
+
+
+def test_a_folder_of_data_files_loads_in_name_order_and_is_fingerprinted_by_content(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(ALPACA[:1], folder / "a.jsonl")
+    write_jsonl(ALPACA[1:], folder / "b.jsonl")
+    (folder / "README.txt").write_text("not data")
+    assert load_rows(DataSpec(source=str(folder))) == ALPACA
+    before = source_identity(DataSpec(source=str(folder)))
+    write_jsonl(ALPACA, folder / "b.jsonl")
+    assert source_identity(DataSpec(source=str(folder))) != before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"dataset folder .*empty holds no .jsonl/.json/.csv/.parquet files"):
+        load_rows(DataSpec(source=str(empty)))

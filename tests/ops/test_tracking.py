@@ -80,3 +80,15 @@ def test_code_version_names_the_release_and_commit():
     release, _, sha = version.partition("+")
     assert release in ("0.1.0", "unreleased")
     assert sha == "" or (4 <= len(sha) <= 40 and int(sha, 16) >= 0)
+
+
+def test_a_tracking_server_that_does_not_answer_fails_fast_naming_it_without_credentials():
+    import time
+
+    from ops.tracking import TrackingServerUnavailable, check_tracking_server
+
+    started = time.monotonic()
+    with pytest.raises(TrackingServerUnavailable, match=r"http://127.0.0.1:9 does not answer") as err:
+        check_tracking_server("http://bob:hunter2@127.0.0.1:9", timeout_s=3)
+    assert "hunter2" not in str(err.value) and time.monotonic() - started < 10
+    check_tracking_server("sqlite:////tmp/never-created.db")  # embedded stores need no server
