@@ -1,4 +1,4 @@
-"""The Definitions that `dagster dev -w workspace.yaml` loads: five assets, one job, the resources."""
+"""What `dagster dev -w workspace.yaml` loads: five assets and their checks, two jobs, a schedule, a sensor."""
 
 from __future__ import annotations
 
