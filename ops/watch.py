@@ -10,9 +10,8 @@ import copy
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ops.data_loading import HUB_ID
+from ops.data_loading import DataError, resolve_source
 from ops.fingerprint import FINGERPRINT_LEN, hash_file, hash_tree, stable_hash
-from ops.paths import BUNDLED_DATASET
 
 DEFAULT_SOURCE = "bundled"
 
@@ -29,15 +28,14 @@ def hub_revision(dataset_id: str) -> Optional[str]:
 
 def source_fingerprint(source: str, revision_of: Callable[[str], Optional[str]] = hub_revision) -> Optional[str]:
     """A short fingerprint of what `source` holds now; None when it cannot be known (hub unreachable)."""
-    path = BUNDLED_DATASET if source == DEFAULT_SOURCE else Path(source).expanduser()
-    if path.is_file():
-        return hash_file(path)[:FINGERPRINT_LEN]
-    if path.is_dir():
-        return hash_tree(path)
-    if HUB_ID.match(source):
-        revision = revision_of(source)
-        return None if revision is None else stable_hash({"hub": source, "revision": revision})
-    raise FileNotFoundError(f"watched dataset source {source!r} is neither 'bundled', an existing file or folder, nor a hub id")
+    try:
+        path = resolve_source(source)  # the same resolution training_dataset uses
+    except DataError as err:
+        raise FileNotFoundError(f"watched dataset source: {err}") from None
+    if path is not None:
+        return hash_tree(path) if path.is_dir() else hash_file(path)[:FINGERPRINT_LEN]
+    revision = revision_of(source)
+    return None if revision is None else stable_hash({"hub": source, "revision": revision})
 
 
 def run_key(source: str, fp: str) -> str:
