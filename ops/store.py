@@ -53,7 +53,7 @@ class ArtifactStore:
 
     def summary(self, asset: str, fp: str) -> dict:
         """The summary a finished step saved with its artifact (its metadata, for a cache hit)."""
-        return json.loads((self.path(asset, fp) / COMPLETE_MARKER).read_text())
+        return read_summary(self.ref(asset, fp))
 
     @contextmanager
     def writing(self, asset: str, fp: str, replace: bool = False) -> Iterator[Path]:

@@ -8,7 +8,6 @@ Prints the evaluation table, which steps were cache hits, and last a line `model
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
