@@ -8,9 +8,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.embedded import BUILDER_VERSION, EMBEDDED_ID, build_embedded_base
-from ops.fingerprint import hash_file, hash_tree
-from ops.paths import BUNDLED_DATASET, qlora_home
+from .embedded import BUILDER_VERSION, EMBEDDED_ID, build_embedded_base
+from .fingerprint import hash_file, hash_tree
+from .paths import BUNDLED_DATASET, qlora_home
 
 
 class BaseModelError(ValueError):

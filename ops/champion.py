@@ -109,7 +109,7 @@ def apply_gate(client: MlflowClient, name: str, version: str | int, metric: str,
 def promote(client: MlflowClient, name: str, version: str | int, alias: str,
             log: Callable[[str], None] = print) -> GateDecision:
     """Point `alias` at `version` by hand (a promotion or a rollback), recording who held it before on the version."""
-    from ops.registry import check_alias  # ops.registry imports this module for the gate
+    from .registry import check_alias  # ops.registry imports this module for the gate
 
     check_alias(alias)
     target = client.get_model_version(name, str(version))  # raises when the version does not exist

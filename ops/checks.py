@@ -10,7 +10,7 @@ from typing import Optional
 
 import datasets
 
-from ops.champion import improvement, lower_is_better
+from .champion import improvement, lower_is_better
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ops import lookup
+from . import lookup
 
 
 def cmd_models(client, args) -> Any:
@@ -46,8 +46,8 @@ def cmd_export(client, args) -> Any:
     """Download the version, merge adapter into the dequantized base, save, and measure the difference."""
     import mlflow
 
-    from ops.device import resolve_device
-    from ops.export import export_merged
+    from .device import resolve_device
+    from .export import export_merged
 
     ref = lookup.parse_ref(args.ref)
     lookup.resolve(client, ref)
@@ -84,7 +84,7 @@ def print_generate(result: list[dict], args) -> None:
 
 
 def print_export(result: dict, args) -> None:
-    from ops.export import describe
+    from .export import describe
 
     print(describe(result))
 

@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ops.fingerprint import hash_file, hash_tree
-from ops.paths import BUNDLED_DATASET
-from ops.prompting import FORMATS, REQUIRED_FIELDS
-from ops.specs import DataSpec
+from .fingerprint import hash_file, hash_tree
+from .paths import BUNDLED_DATASET
+from .prompting import FORMATS, REQUIRED_FIELDS
+from .specs import DataSpec
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -13,10 +13,10 @@ from typing import Any, Callable
 
 import datasets
 
-from ops.data_loading import DataError, detect_format, load_rows, validate_rows
-from ops.prompting import render_example
-from ops.specs import DataSpec
-from ops.tokens import IGNORE_INDEX, with_bos
+from .data_loading import DataError, detect_format, load_rows, validate_rows
+from .prompting import render_example
+from .specs import DataSpec
+from .tokens import IGNORE_INDEX, with_bos
 
 PREVIEW_ROWS = 5
 PREVIEW_CHARS = 120

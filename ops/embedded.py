@@ -14,8 +14,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from ops.paths import BUNDLED_DATASET
-from ops.prompting import alpaca_prompt
+from .paths import BUNDLED_DATASET
+from .prompting import alpaca_prompt
 
 EMBEDDED_ID = "embedded:tiny-llama"
 BUILDER_VERSION = "1"  # bump when the architecture or tokenizer recipe below changes

@@ -18,12 +18,12 @@ import evaluate
 import torch
 import torch.nn.functional as F
 
-from ops.device import DeviceInfo
-from ops.generation import generate
-from ops.modeling import load_adapter_model, load_tokenizer
-from ops.paths import METRICS_DIR
-from ops.specs import EvalSpec
-from ops.tokens import IGNORE_INDEX, MODEL_COLUMNS, pad_batch
+from .device import DeviceInfo
+from .generation import generate
+from .modeling import load_adapter_model, load_tokenizer
+from .paths import METRICS_DIR
+from .specs import EvalSpec
+from .tokens import IGNORE_INDEX, MODEL_COLUMNS, pad_batch
 
 METRICS = ("eval_loss", "perplexity", "exact_match", "rouge_l")
 

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
-from ops.device import DeviceInfo
-from ops.generation import encode_prompts, generate
-from ops.modeling import device_map, load_adapter_model, load_tokenizer
-from ops.prompting import render_user_prompt
+from .device import DeviceInfo
+from .generation import encode_prompts, generate
+from .modeling import device_map, load_adapter_model, load_tokenizer
+from .prompting import render_user_prompt
 
 # Prompts in the bundled data's style; the comparison only needs a few realistic inputs.
 COMPARISON_PROMPTS = (

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import torch
 
-from ops.tokens import with_bos
+from .tokens import with_bos
 
 
 def _batches(items: list[str], size: int) -> Iterator[list[str]]:

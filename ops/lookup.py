@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from ops.paths import default_tracking_uri
+from .paths import default_tracking_uri
 
 PRIMARY_METRICS = ("tuned.eval_loss", "tuned.exact_match")
 # Fail in seconds when a server does not answer; MLflow's defaults retry for minutes. Users may override.

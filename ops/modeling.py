@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from ops.device import DeviceInfo
+from .device import DeviceInfo
 
 
 def load_tokenizer(source: str | Path, revision: str | None = None, trust_remote_code: bool = False,

@@ -10,10 +10,10 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from ops.base_model import ResolvedBase
-from ops.device import DeviceInfo, pick_compute_dtype
-from ops.modeling import device_map, load_quantized_model, load_tokenizer
-from ops.specs import QuantSpec
+from .base_model import ResolvedBase
+from .device import DeviceInfo, pick_compute_dtype
+from .modeling import device_map, load_quantized_model, load_tokenizer
+from .specs import QuantSpec
 
 
 def build_bnb_config(spec: QuantSpec, device: DeviceInfo) -> BitsAndBytesConfig:

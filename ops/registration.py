@@ -13,8 +13,8 @@ from typing import Any, Iterator
 
 from mlflow import MlflowClient
 
-from ops.locks import file_lock
-from ops.registry import find_version_by_tag, register_adapter
+from .locks import file_lock
+from .registry import find_version_by_tag, register_adapter
 
 
 @contextmanager

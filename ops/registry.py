@@ -19,12 +19,12 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from ops import pyfunc_model
-from ops.base_model import _looks_like_path
-from ops.champion import apply_gate
-from ops.fingerprint import file_checksums
-from ops.specs import RegistrySpec
-from ops.tracking import ensure_experiment, flatten_params
+from . import pyfunc_model
+from .base_model import _looks_like_path
+from .champion import apply_gate
+from .fingerprint import file_checksums
+from .specs import RegistrySpec
+from .tracking import ensure_experiment, flatten_params
 
 MODEL_ARTIFACT = "model"
 REGISTRATION_TIMEOUT_S = 300  # the file and sqlite stores are READY at once; remote registries may copy files first

@@ -7,7 +7,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from ops.paths import default_mlflow_artifacts
+from .paths import default_mlflow_artifacts
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value (older servers: 500); longer values are cut
 
@@ -58,7 +58,7 @@ def code_version() -> str:
     import subprocess
     from importlib.metadata import PackageNotFoundError, version
 
-    from ops.paths import REPO_ROOT
+    from .paths import REPO_ROOT
 
     try:
         release = version("qlora-pipeline")

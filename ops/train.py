@@ -17,11 +17,11 @@ import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from ops.callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
-from ops.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
-from ops.modeling import load_quantized_model, load_tokenizer
-from ops.specs import TrainSpec
-from ops.tokens import MODEL_COLUMNS, pad_batch
+from .callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
+from .device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
+from .modeling import load_quantized_model, load_tokenizer
+from .specs import TrainSpec
+from .tokens import MODEL_COLUMNS, pad_batch
 
 
 
@@ -104,7 +104,7 @@ def train_adapter(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train LoRA adapters on the 4-bit base in `model_dir`; save them to `out_dir/adapter`; return a summary."""
-    from ops.data_prep import load_prepared
+    from .data_prep import load_prepared
 
     started = time.time()
     reset_peak_memory(device.type)

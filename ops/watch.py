@@ -10,8 +10,8 @@ import copy
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ops.data_loading import DataError, resolve_source
-from ops.fingerprint import FINGERPRINT_LEN, hash_file, hash_tree, stable_hash
+from .data_loading import DataError, resolve_source
+from .fingerprint import FINGERPRINT_LEN, hash_file, hash_tree, stable_hash
 
 DEFAULT_SOURCE = "bundled"
 
