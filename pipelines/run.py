@@ -8,17 +8,19 @@ Prints the evaluation table, which steps were cache hits, and last a line `model
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import yaml
-
 from pydantic import ValidationError
 
-from assets import CONFIG_CLASSES
-from pipelines.definitions import defs
-from pipelines.instance import get_instance, reap_dead_runs, runner_tags
+# Library chatter (weight-loading bars, transformers' notices) says nothing to a user of the pipeline; it
+# stays on with --verbose. Set before the libraries are imported (below, inside main).
+QUIET_LIBRARIES = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+                   "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
 
 
 def load_run_config(path: Path) -> dict:
@@ -35,6 +37,8 @@ def load_run_config(path: Path) -> dict:
 
 def check_run_config(config: dict) -> list[str]:
     """Validate every step's config up front, so a bad value fails before any step does work."""
+    from assets import CONFIG_CLASSES
+
     problems = []
     for asset, section in (config.get("ops") or {}).items():
         cls = CONFIG_CLASSES.get(asset)
@@ -62,39 +66,59 @@ def materializations(result) -> dict[str, dict]:
     return found
 
 
-def failure_message(result) -> str:
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            err = event.step_failure_data.error
-            while err.cause is not None and "DagsterExecutionStepExecutionError" in err.cls_name:
-                err = err.cause
-            return f"step {event.step_key} failed: {err.cls_name}: {err.message.strip()}"
-    return "the run failed (see the Dagster run log)"
+def run_log_path(run_id: str) -> Path:
+    """Where a headless run's full log (every Dagster event, every traceback) is written."""
+    from ops.paths import qlora_home
+
+    return qlora_home() / "logs" / f"{run_id}.log"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="YAML run config (ops: and resources: sections)")
     parser.add_argument("--job", default="qlora_pipeline")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also print Dagster's events, tracebacks and library notices (always in the run's log file)")
     args = parser.parse_args(argv)
 
+    if not args.verbose:
+        for key, value in QUIET_LIBRARIES.items():
+            os.environ.setdefault(key, value)
     run_config = load_run_config(args.config)
     problems = check_run_config(run_config)
     if problems:
         print(f"error: invalid config in {args.config}:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
     started = time.time()
-    job = defs.resolve_job_def(args.job)
+    run_id = str(uuid.uuid4())
+    log_file = run_log_path(run_id)
+    print(f"run {run_id}: {args.job} from {args.config}; full log in {log_file}", flush=True)
+
+    import warnings
+
+    import dagster as dg
+
+    from pipelines.console import console_logger, failures
+    from pipelines.definitions import defs
+    from pipelines.instance import get_instance, reap_dead_runs, runner_tags
+
+    if not args.verbose:
+        warnings.filterwarnings("ignore", category=dg.BetaWarning)
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    job = defs.resolve_job_def(args.job).with_logger_defs({"console": console_logger(log_file, args.verbose)})
     instance = get_instance()
     reap_dead_runs(instance)
     try:
-        result = job.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
-                                        tags=runner_tags())
+        # Dagster activates a job's logger only when the run config names it.
+        result = job.execute_in_process(run_config={**run_config, "loggers": {"console": {}}}, instance=instance,
+                                        raise_on_error=False,
+                                        tags=runner_tags(), run_id=run_id)
     except Exception as err:  # invalid run config is raised before the run starts
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"error: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     if not result.success:
-        print(f"error: {failure_message(result)}", file=sys.stderr)
+        lines = [f.line for f in failures(result.all_events)] or ["error: the run failed (see the run log)"]
+        print("\n".join(lines), file=sys.stderr)
         return 1
 
     found = materializations(result)
@@ -109,4 +133,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The run is over and stored; skip interpreter shutdown, which took 20-177 s under load (library threads
+    # and atexit hooks of torch, MLflow and Dagster), so the prompt returns with the last line.
+    os._exit(code)

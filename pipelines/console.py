@@ -1,0 +1,119 @@
+"""What the headless runner shows: the steps' own log lines on the terminal, everything else in the run's log file.
+
+Dagster's default console logger prints every framework event (about 70 DEBUG lines for a cached run) and a
+step failure's whole traceback before the line a user needs. Here the terminal gets what the steps say (INFO and
+above, one short line each); the run's log file gets every event and traceback; `verbose` prints both.
+The failure summary itself is built from the run's events afterwards (`failures`), one line per failed step.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+# Dagster puts the structured record (step key, the original message, the DagsterEvent) under this attribute.
+META = "dagster_meta"
+
+
+# Dagster's own line for each step skipped after a failure; the failure summary names the cause once instead.
+SKIPPED_STEP = re.compile(r"^Dependencies for step \S+ (failed|were not executed)")
+
+
+class StepLinesOnly(logging.Filter):
+    """Keep what steps log themselves (context.log); drop Dagster's events and skip notices (the log file has them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        meta = getattr(record, META, None) or {}
+        return meta.get("dagster_event") is None and not SKIPPED_STEP.match(meta.get("orig_message", ""))
+
+
+class StepLineFormatter(logging.Formatter):
+    """`HH:MM:SS step  message`, or `HH:MM:SS step  WARNING message` above INFO."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        meta = getattr(record, META, None) or {}
+        step = meta.get("step_key") or meta.get("resource_name") or "run"
+        message = meta.get("orig_message", record.getMessage())
+        level = "" if record.levelno <= logging.INFO else f"{record.levelname} "
+        return f"{self.formatTime(record, '%H:%M:%S')} {step:<22s} {level}{message}"
+
+
+def console_logger(log_file: Path, verbose: bool = False) -> dg.LoggerDefinition:
+    """A Dagster logger writing every record to `log_file` and the steps' own lines (all records when
+    `verbose`) to stderr."""
+
+    def build(_init_context) -> logging.Logger:
+        logger = logging.Logger("qlora", logging.DEBUG)  # not registered globally: one per run
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(to_file)
+        to_terminal = logging.StreamHandler(sys.stderr)
+        if verbose:
+            to_terminal.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        else:
+            to_terminal.setLevel(logging.INFO)
+            to_terminal.addFilter(StepLinesOnly())
+            to_terminal.setFormatter(StepLineFormatter())
+        logger.addHandler(to_terminal)
+        return logger
+
+    return dg.LoggerDefinition(build, description="Steps' lines on the terminal; every event in the run log file.")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One reason a run failed, as the one line the runner prints for it."""
+
+    step: str
+    line: str
+
+
+def _first_line_without_class(cls_name: str, message: str) -> str:
+    """`ops.data_loading.DataError: x` -> `x`: Python's formatted exception repeats the (qualified) class name."""
+    text = message.strip()
+    text = re.sub(rf"^(?:[\w.]+\.)?{re.escape(cls_name)}:\s*", "", text)
+    return " ".join(text.split("\n")[0].split()) if text else "(no message)"
+
+
+def _user_error(error):
+    """The user's exception under Dagster's wrappers (DagsterExecutionStepExecutionError and friends)."""
+    while error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return error
+
+
+def failed_checks(events) -> list[Failure]:
+    """Checks of ERROR severity that did not pass, with the reason the check gave."""
+    found = []
+    for event in events:
+        if event.event_type_value != "ASSET_CHECK_EVALUATION":
+            continue
+        evaluation = event.event_specific_data
+        if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
+            continue
+        asset = evaluation.asset_key.to_user_string()
+        why = " ".join((evaluation.description or "did not pass").split())
+        found.append(Failure(event.step_key or asset,
+                             f"error: blocking check {evaluation.check_name} on {asset} failed: {why}"))
+    return found
+
+
+def failures(events) -> list[Failure]:
+    """Every failed step of a run, in order, one entry each; a step stopped by blocking checks names the checks."""
+    checks = failed_checks(events)
+    found: list[Failure] = []
+    for event in events:
+        if not event.is_step_failure or not event.step_failure_data or not event.step_failure_data.error:
+            continue
+        error = _user_error(event.step_failure_data.error)
+        if error.cls_name == "DagsterAssetCheckFailedError" and checks:
+            continue  # the checks below say why, each in its own words
+        message = _first_line_without_class(error.cls_name, error.message)
+        found.append(Failure(event.step_key, f"error: step {event.step_key} failed: {error.cls_name}: {message}"))
+    return found + checks
