@@ -24,6 +24,8 @@ UTF8_BOM = b"\xef\xbb\xbf"
 # Far beyond any real example (a 1M-character row is ~250k tokens); such a row is an export bug, and
 # tokenizing it would stall the step for minutes before truncation threw almost all of it away.
 MAX_ROW_CHARS = 1_000_000
+# Chat roles the pipeline can render and mask; `tool` also needs a template that knows it (ops/data_prep.py).
+CHAT_ROLES = ("system", "user", "assistant", "tool")
 FORMAT_COLUMNS = "alpaca (instruction, output[, input]), chat (messages), prompt_completion (prompt, completion), text (text)"
 
 
@@ -170,6 +172,8 @@ def _check_messages(messages: Any) -> str | None:
     for n, m in enumerate(messages, 1):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             return f"message {n} must be an object with string 'role' and 'content'"
+        if m["role"] not in CHAT_ROLES:
+            return f"message {n} has role {m['role']!r}; the roles are {', '.join(CHAT_ROLES)}"
     if messages[-1]["role"] != "assistant":
         return f"the last message must have role 'assistant' (the reply to learn), got {messages[-1]['role']!r}"
     if len(messages) < 2:
@@ -197,6 +201,12 @@ def _row_problem(row: Any, fmt: str) -> str | None:
         return f"field {empty[0]!r} is empty"
     size = sum(len(v) for v in row.values() if isinstance(v, str))
     return f"row is {size:,} characters long, over the limit of {MAX_ROW_CHARS:,}" if size > MAX_ROW_CHARS else None
+
+
+def unused_columns(rows: list[dict], fmt: str) -> list[str]:
+    """Columns some row has that format `fmt` does not read (a saved index, ids, metadata), sorted."""
+    used = set(REQUIRED_FIELDS[fmt]) | ({"input"} if fmt == "alpaca" else set())
+    return sorted({key for row in rows for key in row} - used)
 
 
 def validate_rows(rows: list[dict], fmt: str, where: str = "") -> None:

@@ -1,7 +1,7 @@
 """Turn raw examples into a tokenized train/eval dataset with the prompt masked out of the loss.
 
-Steps: load, pick and check the format, drop exact duplicates, render (prompt, completion), tokenize each
-part, mask, truncate, split by seed, save. The returned stats become the asset's metadata.
+Steps: load, pick and check the format, render (prompt, completion), drop exact duplicates of what the model
+sees, tokenize each part, mask, truncate, split by seed, save. The returned stats become the asset's metadata.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import datasets
 
-from .data_loading import DataError, detect_format, load_rows, validate_rows
+from .data_loading import DataError, detect_format, load_rows, unused_columns, validate_rows
 from .prompting import render_example
 from .specs import DataSpec
 from .tokens import IGNORE_INDEX, with_bos
@@ -30,24 +30,41 @@ FEATURES = datasets.Features({
 })
 
 
-def dedupe(rows: list[dict]) -> list[int]:
-    """Indices of the first occurrence of each distinct row (rows compared as key-sorted JSON)."""
-    seen: set[str] = set()
+def dedupe(pairs: list[tuple[str, str]]) -> list[int]:
+    """Indices of the first occurrence of each distinct (prompt, completion).
+
+    Rows are compared on what the model sees, so columns the format does not read (a CSV's saved index, ids)
+    cannot make two copies of one example look different and leak it into both splits.
+    """
+    seen: set[tuple[str, str]] = set()
     kept = []
-    for i, row in enumerate(rows):
-        key = json.dumps(row, sort_keys=True, default=str)
-        if key not in seen:
-            seen.add(key)
+    for i, pair in enumerate(pairs):
+        if pair not in seen:
+            seen.add(pair)
             kept.append(i)
     return kept
 
 
+def normalized(text: str) -> str:
+    """Case and whitespace folded: what makes two prompts the same question to a reader."""
+    return " ".join(text.casefold().split())
+
+
+def near_duplicates_across(train_prompts: list[str], eval_prompts: list[str]) -> int:
+    """How many held-out examples have a prompt that, up to case and whitespace, is also a training prompt."""
+    seen = {normalized(p) for p in train_prompts}
+    return sum(normalized(p) in seen for p in eval_prompts)
+
+
 def render_rows(rows: list[dict], row_numbers: list[int], fmt: str, tokenizer: Any) -> list[tuple[str, str]]:
     """(prompt, completion) text per row; a row the tokenizer cannot render is named by its row number."""
-    if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
+    template = getattr(tokenizer, "chat_template", None)
+    if fmt == "chat" and not template:
         raise DataError("format 'chat' needs a tokenizer with a chat template, and this tokenizer has none")
     pairs = []
     for n, row in zip(row_numbers, rows):
+        if fmt == "chat" and "tool" not in template and any(m["role"] == "tool" for m in row["messages"]):
+            raise DataError(f"row {n}: has a 'tool' message, and the tokenizer's chat template has no tool role")
         try:
             pairs.append(render_example(row, fmt, tokenizer))
         except Exception as e:  # jinja and the template itself raise assorted types
@@ -98,6 +115,22 @@ def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], l
     return sorted(order[n_eval:]), sorted(order[:n_eval])
 
 
+def too_few_rows(loaded: int, duplicates: int, counts: dict[str, int], left: int, longest_prompt: int,
+                 spec: DataSpec) -> DataError:
+    """The error for a dataset left with fewer than two examples, naming why the rows went."""
+    reasons = []
+    if duplicates:
+        reasons.append(f"{duplicates} of {loaded} rows are exact duplicates of an earlier row (same prompt and response)")
+    if counts["dropped_no_target"]:
+        reasons.append(f"{counts['dropped_no_target']} rows were cut at max_seq_len={spec.max_seq_len} before their "
+                       f"response began (longest prompt: {longest_prompt} tokens); raise max_seq_len to at least "
+                       f"{longest_prompt + 1}")
+    if spec.max_rows is not None and spec.max_rows < 2:
+        reasons.append(f"max_rows is {spec.max_rows}")
+    why = "; ".join(reasons) or "the dataset has fewer than two rows"
+    return DataError(f"too few rows for a train/eval split: {left} left of {loaded}: {why}")
+
+
 def _to_dataset(examples: list[dict]) -> datasets.Dataset:
     return datasets.Dataset.from_dict({c: [e[c] for e in examples] for c in FEATURES}, features=FEATURES)
 
@@ -111,27 +144,39 @@ def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable
     rows = load_rows(spec)
     fmt = detect_format(rows) if spec.format == "auto" else spec.format
     validate_rows(rows, fmt, where=f"dataset {spec.source}")
-    unique = dedupe(rows)
+    ignored = unused_columns(rows, fmt)
+    if ignored:
+        names = ", ".join(repr(c) if c else "'' (unnamed: a saved index?)" for c in ignored)
+        log(f"ignoring columns that format {fmt} does not use: {names}")
+    all_pairs = render_rows(rows, list(range(1, len(rows) + 1)), fmt, tokenizer)
+    unique = dedupe(all_pairs)
     duplicates = len(rows) - len(unique)
     kept = unique[: spec.max_rows]  # max_rows=None keeps all
     log(f"loaded {len(rows)} rows from {spec.source} ({fmt}); {duplicates} exact duplicates dropped")
-    pairs = render_rows([rows[i] for i in kept], [i + 1 for i in kept], fmt, tokenizer)
+    pairs = [all_pairs[i] for i in kept]
     examples, counts = tokenize_pairs(pairs, tokenizer, spec)
     tokens = sum(len(e["input_ids"]) for e in examples)
     targets = sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
     log(f"tokenized {len(examples)} rows: {tokens} tokens, {targets} target tokens; "
         f"{counts['truncated_rows']} truncated to {spec.max_seq_len}, {counts['dropped_no_target']} dropped with no target left")
+    if len(examples) < 2:
+        longest = max(len(with_bos(tokenizer, ids)) for ids in tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"])
+        raise too_few_rows(len(rows), duplicates, counts, len(examples), longest, spec)
     train_idx, eval_idx = split_indices(len(examples), spec.eval_fraction, spec.seed)
     splits = datasets.DatasetDict({
         "train": _to_dataset([examples[i] for i in train_idx]),
         "eval": _to_dataset([examples[i] for i in eval_idx]),
     })
     splits.save_to_disk(str(Path(out_dir) / "dataset"))
-    log(f"split {len(train_idx)} train / {len(eval_idx)} eval rows (seed {spec.seed}) into {Path(out_dir) / 'dataset'}")
+    near = near_duplicates_across([examples[i]["prompt"] for i in train_idx], [examples[i]["prompt"] for i in eval_idx])
+    log(f"split {len(train_idx)} train / {len(eval_idx)} eval rows (seed {spec.seed}) into {Path(out_dir) / 'dataset'}; "
+        f"{near} held-out prompts also in train up to case and whitespace")
     return {
         "format": fmt,
         "rows_loaded": len(rows),
         "duplicates_dropped": duplicates,
+        "ignored_columns": ignored,
+        "near_duplicate_prompts_across_split": near,
         "rows": len(examples),
         "train_rows": len(train_idx),
         "eval_rows": len(eval_idx),

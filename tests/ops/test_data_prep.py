@@ -187,3 +187,63 @@ def test_bundled_dataset_end_to_end(tmp_path, tokenizer):
 def test_load_prepared_without_a_dataset(tmp_path):
     with pytest.raises(DataError, match="no prepared dataset at"):
         load_prepared(tmp_path)
+
+
+def test_rows_cut_before_their_response_are_explained(tmp_path, tokenizer):
+    rows = [{"instruction": f"Say the word number {i}.", "output": "yes"} for i in range(6)]
+    with pytest.raises(DataError) as err:
+        prepare(tmp_path, rows, tokenizer, max_seq_len=8)
+    longest = max(prompt_len(tokenizer, f"### Instruction:\nSay the word number {i}.\n\n### Response:\n") for i in range(6))
+    assert str(err.value) == (
+        f"too few rows for a train/eval split: 0 left of 6: 6 rows were cut at max_seq_len=8 before their response "
+        f"began (longest prompt: {longest} tokens); raise max_seq_len to at least {longest + 1}")
+
+
+def test_copies_of_one_row_are_explained(tmp_path, tokenizer):
+    with pytest.raises(DataError) as err:
+        prepare(tmp_path, make_rows(1) * 50, tokenizer)
+    assert str(err.value) == ("too few rows for a train/eval split: 1 left of 50: 49 of 50 rows are exact duplicates "
+                              "of an earlier row (same prompt and response)")
+
+
+def test_duplicates_are_found_on_what_the_model_sees_not_on_unused_columns(tmp_path, tokenizer):
+    import pandas as pd
+
+    unique = [{"prompt": f"Count to {i}.", "completion": " ".join(str(k) for k in range(i))} for i in range(1, 41)]
+    frame = pd.DataFrame(unique * 3)  # every example three times, as an export that was appended to twice
+    src = tmp_path / "data.csv"
+    frame.to_csv(src)  # pandas' default: a leading unnamed index column 0, 1, 2, ...
+    lines: list[str] = []
+    stats = prepare_dataset(DataSpec(source=str(src)), tokenizer, tmp_path / "out", log=lines.append)
+    assert stats["duplicates_dropped"] == 80 and stats["rows"] == 40
+    assert stats["ignored_columns"] == [""]
+    assert "ignoring columns that format prompt_completion does not use: '' (unnamed: a saved index?)" in lines
+    splits = load_prepared(tmp_path / "out")
+    assert not set(splits["train"]["prompt"]) & set(splits["eval"]["prompt"])
+
+
+def test_near_duplicate_prompts_across_the_split_are_counted(tmp_path, tokenizer):
+    rows = [{"prompt": f"Name colour {i}.", "completion": f"c{i}"} for i in range(20)]
+    rows += [{"prompt": f"  name   COLOUR {i}.", "completion": f"other {i}"} for i in range(20)]
+    stats, splits, _ = prepare(tmp_path, rows, tokenizer, eval_fraction=0.25)
+    from ops.data_prep import normalized
+
+    train = {normalized(p) for p in splits["train"]["prompt"]}
+    expected = sum(normalized(p) in train for p in splits["eval"]["prompt"])
+    assert stats["near_duplicate_prompts_across_split"] == expected > 0
+
+
+def test_unknown_chat_roles_are_refused_naming_row_and_message(tmp_path, tokenizer):
+    good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    bad = {"messages": [{"role": "wizard", "content": "cast"}, {"role": "assistant", "content": "a"}]}
+    with pytest.raises(DataError) as err:
+        prepare(tmp_path, [good, bad, good], tokenizer)
+    assert str(err.value) == (f"dataset {tmp_path / 'data.jsonl'}, row 2: message 1 has role 'wizard'; "
+                              "the roles are system, user, assistant, tool (format chat)")
+
+
+def test_tool_messages_need_a_template_with_a_tool_role(tmp_path, tokenizer):
+    tool = {"messages": [{"role": "user", "content": "q"}, {"role": "tool", "content": "42"},
+                         {"role": "assistant", "content": "a"}]}
+    with pytest.raises(DataError, match=r"^row 1: has a 'tool' message, and the tokenizer's chat template has no tool role$"):
+        prepare(tmp_path, [tool, tool], tokenizer)
