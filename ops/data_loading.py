@@ -63,6 +63,11 @@ def _object(value: Any, where: str) -> dict:
     return value
 
 
+def json_problem(error: json.JSONDecodeError) -> str:
+    """json's message without its dangling position words ("Unterminated string starting at" -> "...string")."""
+    return re.sub(r"( starting)? at$", "", error.msg)
+
+
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     # split on "\n" only: str.splitlines would also split on U+2028 inside JSON strings
@@ -72,7 +77,7 @@ def _read_jsonl(path: Path) -> list[dict]:
         try:
             rows.append(_object(json.loads(line), f"{path}, line {n}"))
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}, line {n}: invalid JSON ({e.msg} at column {e.colno}); is the file truncated?") from None
+            raise DataError(f"{path}, line {n}: invalid JSON at column {e.colno} ({json_problem(e)}); is the file truncated?") from None
     return rows
 
 
@@ -83,7 +88,7 @@ def _read_json(path: Path) -> list[dict]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}, line {e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        raise DataError(f"{path}, line {e.lineno}: invalid JSON at column {e.colno} ({json_problem(e)})") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON array of objects at the top level, got {type(data).__name__}")
     return [_object(item, f"{path}, item {i}") for i, item in enumerate(data, 1)]

@@ -105,9 +105,10 @@ def failed_checks(events) -> list[Failure]:
 
 
 def failures(events) -> list[Failure]:
-    """Every failed step of a run, in order, one entry each; a step stopped by blocking checks names the checks."""
+    """Every failed step of a run, in order, one line per cause: steps that failed with the same error share a
+    line; a step stopped by blocking checks is replaced by the checks, each with its reason."""
     checks = failed_checks(events)
-    found: list[Failure] = []
+    causes: dict[tuple[str, str], list[str]] = {}  # (class, message) -> steps, in the order they failed
     for event in events:
         if not event.is_step_failure or not event.step_failure_data or not event.step_failure_data.error:
             continue
@@ -115,5 +116,7 @@ def failures(events) -> list[Failure]:
         if error.cls_name == "DagsterAssetCheckFailedError" and checks:
             continue  # the checks below say why, each in its own words
         message = _first_line_without_class(error.cls_name, error.message)
-        found.append(Failure(event.step_key, f"error: step {event.step_key} failed: {error.cls_name}: {message}"))
+        causes.setdefault((error.cls_name, message), []).append(event.step_key)
+    found = [Failure(steps[0], f"error: step{'s' if len(steps) > 1 else ''} {', '.join(steps)} failed: {cls}: {message}")
+             for (cls, message), steps in causes.items()]
     return found + checks

@@ -1,0 +1,181 @@
+"""Every bad input the README lists, through the headless command: the last line it prints, exactly.
+
+The README's bad-input table is this module's output: `python -m tests.test_bad_inputs` prints it, and
+`test_the_readme_table_is_this_output` fails when the two drift apart. Paths are relative (`data/...`, `models/...`)
+because each case runs from its own folder, as a user would from a project folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from ops.paths import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+ALPACA = {"instruction": "Say the word.", "input": "apple", "output": "apple"}
+
+
+def rows(n: int) -> list[dict]:
+    return [{"instruction": f"Count to {i}.", "output": " ".join(str(k) for k in range(i))} for i in range(1, n + 1)]
+
+
+def jsonl(items: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in items).encode()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: what it is, the files it writes under the case folder, the run config, the expected last line."""
+
+    what: str
+    files: dict[str, bytes]
+    config: dict
+    expected: str
+    base: Callable[[Path, Path], str] | None = None  # (tiny base dir, case folder) -> model_id
+
+
+def data(source: str, **extra) -> dict:
+    return {"ops": {"training_dataset": {"config": {"source": source, "max_rows": 80, "max_seq_len": 48, **extra}}}}
+
+
+def copy_base(tiny: Path, folder: Path, change: Callable[[Path], None]) -> str:
+    target = folder / "models" / "m"
+    shutil.copytree(tiny, target)
+    change(target)
+    return "models/m"
+
+
+def pickle_only(model: Path) -> None:
+    for f in model.glob("*.safetensors"):
+        f.rename(f.with_name("pytorch_model.bin"))
+
+
+def with_auto_map(model: Path) -> None:
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "modeling_x.X"}}))
+
+
+CASES = [
+    Case("a missing dataset file", {}, data("data/nope.jsonl"),
+         "error: step training_dataset failed: DataError: dataset file data/nope.jsonl does not exist"),
+    Case("an empty dataset", {"data/empty.jsonl": b""}, data("data/empty.jsonl"),
+         "error: step training_dataset failed: DataError: dataset data/empty.jsonl is empty"),
+    Case("a truncated JSONL line", {"data/x.jsonl": jsonl([ALPACA]) + b'{"instruction": "Say'}, data("data/x.jsonl"),
+         "error: step training_dataset failed: DataError: data/x.jsonl, line 2: invalid JSON at column 17 (Unterminated "
+         "string); is the file truncated?"),
+    Case("invalid UTF-8", {"data/x.jsonl": jsonl([ALPACA]) + b'{"text": "caf\xe9"}\n'}, data("data/x.jsonl"),
+         "error: step training_dataset failed: DataError: data/x.jsonl is not valid UTF-8: byte offset 83 "
+         "(invalid continuation byte)"),
+    Case("the wrong column names", {"data/x.jsonl": jsonl([{"question": "q", "answer": "a"}])}, data("data/x.jsonl"),
+         "error: step training_dataset failed: DataError: cannot detect the data format from row 1's columns "
+         "['answer', 'question']; expected the columns of one of: alpaca (instruction, output[, input]), chat "
+         "(messages), prompt_completion (prompt, completion), text (text). Rename the columns or set the format "
+         "explicitly."),
+    Case("a row missing a field", {"data/x.jsonl": jsonl([ALPACA, {"instruction": "Say it."}])}, data("data/x.jsonl"),
+         "error: step training_dataset failed: DataError: dataset data/x.jsonl, row 2: missing required field "
+         "'output' (format alpaca)"),
+    Case("a row longer than any sane limit", {"data/x.jsonl": jsonl([ALPACA, {**ALPACA, "input": "a" * 1_000_000}])},
+         data("data/x.jsonl"),
+         "error: step training_dataset failed: DataError: dataset data/x.jsonl, row 2: row is 1,000,018 characters "
+         "long, over the limit of 1,000,000 (format alpaca)"),
+    Case("one row only", {"data/x.jsonl": jsonl(rows(1))}, data("data/x.jsonl"),
+         "error: step training_dataset failed: DataError: too few rows for a train/eval split: 1 left of 1: the "
+         "dataset has fewer than two rows"),
+    Case("fifty copies of one row", {"data/x.jsonl": jsonl(rows(1) * 50)}, data("data/x.jsonl"),
+         "error: step training_dataset failed: DataError: too few rows for a train/eval split: 1 left of 50: 49 of 50 "
+         "rows are exact duplicates of an earlier row (same prompt and response)"),
+    Case("max_seq_len shorter than every prompt", {"data/x.jsonl": jsonl(rows(20))}, data("data/x.jsonl", max_seq_len=8),
+         "error: step training_dataset failed: DataError: too few rows for a train/eval split: 0 left of 20: 20 rows "
+         "were cut at max_seq_len=8 before their response began (longest prompt: 22 tokens); raise max_seq_len to "
+         "at least 23"),
+    Case("a chat row with an unknown role",
+         {"data/x.jsonl": jsonl([{"messages": [{"role": "wizard", "content": "Cast."},
+                                               {"role": "assistant", "content": "Done."}]}])}, data("data/x.jsonl"),
+         "error: step training_dataset failed: DataError: dataset data/x.jsonl, row 1: message 1 has role 'wizard'; "
+         "the roles are system, user, assistant, tool (format chat)"),
+    Case("too few training rows for the blocking check", {"data/x.jsonl": jsonl(rows(20))},
+         {"ops": {**data("data/x.jsonl", max_seq_len=256)["ops"],
+                                          "training_dataset_checks": {"config": {"min_train_rows": 32}}}},
+         "error: blocking check enough_rows on training_dataset failed: 18 train / 2 eval rows (need at least 32 / 4)"),
+    Case("a bad value", {}, {"ops": {"qlora_adapter": {"config": {"r": 0}}}},
+         "  ops.qlora_adapter.config.r: r must be > 0, got 0"),
+    Case("an unknown key", {}, {"ops": {"qlora_adapter": {"config": {"lora_rank": 8}}}},
+         "  ops.qlora_adapter.config.lora_rank: unknown key; valid keys: alpha, batch_size, dropout, force, "
+         "grad_accum, gradient_checkpointing, learning_rate, logging_steps, lr_scheduler, max_grad_norm, max_steps, "
+         "optim, r, save_steps, seed, target_modules, warmup_steps, weight_decay"),
+    Case("a model folder without config.json", {}, {},
+         "error: steps quantized_base_model, training_dataset failed: BaseModelError: base model directory {folder}/models/m has no "
+         "config.json: not a transformers model folder",
+         base=lambda tiny, folder: copy_base(tiny, folder, lambda m: (m / "config.json").unlink())),
+    Case("a model folder with only pickle weights", {}, {},
+         "error: steps quantized_base_model, training_dataset failed: BaseModelError: base model directory {folder}/models/m holds only "
+         "pickle weights (pytorch_model.bin); pickle can run code when loaded. Convert them to safetensors, or set "
+         "allow_pickle_weights: true if you trust the source.",
+         base=lambda tiny, folder: copy_base(tiny, folder, pickle_only)),
+    Case("a model that needs its own code", {}, {},
+         "error: steps quantized_base_model, training_dataset failed: BaseModelError: base model {folder}/models/m needs its own Python "
+         "code to load (config.json has auto_map: AutoModelForCausalLM); that code would run on this machine. Read it, "
+         "then set trust_remote_code: true on the base_model resource to allow it.",
+         base=lambda tiny, folder: copy_base(tiny, folder, with_auto_map)),
+    Case("a tracking URI that does not answer", {"data/x.jsonl": jsonl(rows(60))},
+         {**data("data/x.jsonl", max_seq_len=256), "resources": {"mlflow": {"config": {"tracking_uri": "http://127.0.0.1:9"}}},
+          "ops": {**data("data/x.jsonl", max_seq_len=256)["ops"],
+                  "training_dataset_checks": {"config": {"min_train_rows": 8}}}},
+         "error: step qlora_adapter failed: TrackingServerUnavailable: MLflow tracking server http://127.0.0.1:9 does "
+         "not answer ([Errno 111] Connection refused); start it, or point the mlflow resource's tracking_uri (or "
+         "MLFLOW_TRACKING_URI) at one that runs"),
+]
+
+
+def run_case(case: Case, folder: Path, tiny_base: Path, capsys) -> tuple[int, str]:
+    """Write the case's files under `folder`, run the headless command from there; return (exit code, the lines
+    it printed last: the error lines of a failed run, or the last line of a config error)."""
+    from pipelines import run
+
+    for name, content in case.files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    model_id = case.base(tiny_base, folder) if case.base else str(tiny_base)
+    config = {**case.config, "resources": {"base_model": {"config": {"model_id": model_id}},
+                                           **case.config.get("resources", {})}}
+    (folder / "run.yaml").write_text(yaml.safe_dump(config))
+    code = run.main(["run.yaml"])
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error: ") and not line.startswith("error: invalid config")]
+    return code, "\n".join(errors) if errors else (err[-1] if err else "")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
+def test_each_bad_input_ends_with_its_one_line(case, tiny_base_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, last = run_case(case, tmp_path, tiny_base_dir, capsys)
+    assert code in (1, 2)
+    assert last == case.expected.format(folder=tmp_path.resolve())
+
+
+def readme_rows() -> list[str]:
+    """The bad-input table as it should stand in the README (model paths shown relative to the project)."""
+    lines = ["| input | what the headless command prints last |", "| --- | --- |"]
+    for case in CASES:
+        text = case.expected.format(folder=".").strip().replace("|", "\\|")
+        lines.append(f"| {case.what} | `{text}` |")
+    return lines
+
+
+def test_the_readme_table_is_this_output():
+    readme = (REPO_ROOT / "README.md").read_text()
+    missing = [row for row in readme_rows() if row not in readme]
+    assert not missing, "README's bad-input table differs from tests/test_bad_inputs.py; rows to update:\n" + "\n".join(missing)
+
+
+if __name__ == "__main__":
+    sys.stdout.write("\n".join(readme_rows()) + "\n")
