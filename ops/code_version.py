@@ -124,7 +124,9 @@ def project_imports(path: Path, package_dir: Path = PACKAGE_DIR) -> set[Path]:
 
 
 def module_closure(files: Iterable[Path], package_dir: Path = PACKAGE_DIR) -> list[Path]:
-    """`files` and every package module they import, transitively, sorted."""
+    """`files`, the `__init__.py` of the packages they sit in, and every package module they import,
+    transitively, sorted."""
+    package_dir = Path(package_dir).resolve()
     todo = [Path(f).resolve() for f in files]
     seen: set[Path] = set()
     while todo:
@@ -132,7 +134,10 @@ def module_closure(files: Iterable[Path], package_dir: Path = PACKAGE_DIR) -> li
         if current in seen:
             continue
         seen.add(current)
-        todo += sorted(project_imports(current, package_dir) - seen)
+        found = project_imports(current, package_dir)
+        if current.is_relative_to(package_dir):  # running a/b.py runs a/__init__.py first
+            found.update(_with_parents(list(current.relative_to(package_dir).parent.parts), package_dir))
+        todo += sorted(found - seen)
     return sorted(seen)
 
 
