@@ -26,16 +26,7 @@ from pathlib import Path
 from .fingerprint import FINGERPRINT_LEN
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return tree
+_HAS_DOCSTRING = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 @lru_cache(maxsize=512)
@@ -52,7 +43,10 @@ def _parse(source: bytes, name: str) -> tuple[str, tuple[tuple[int, str, tuple[s
             imports += [(0, alias.name, ()) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             imports.append((node.level, node.module or "", tuple(alias.name for alias in node.names)))
-    dump = ast.dump(_strip_docstrings(tree), annotate_fields=True, include_attributes=False)
+        elif isinstance(node, _HAS_DOCSTRING) and node.body and isinstance(node.body[0], ast.Expr) \
+                and isinstance(node.body[0].value, ast.Constant) and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:] or [ast.Pass()]  # a docstring does not run; a body of only one does nothing
+    dump = ast.dump(tree, annotate_fields=True, include_attributes=False)
     return hashlib.sha256(dump.encode()).hexdigest(), tuple(imports)
 
 
@@ -125,10 +119,11 @@ def project_imports(path: Path, package_dir: Path = PACKAGE_DIR) -> set[Path]:
 
 def module_closure(files: Iterable[Path], package_dir: Path = PACKAGE_DIR) -> list[Path]:
     """`files`, the `__init__.py` of the packages they sit in, and every package module they import,
-    transitively, sorted."""
+    transitively, sorted. This module is left out: it versions a step's code and is no part of it (when it
+    changes what it hashes, the versions change anyway; when it is only refactored, nothing should rerun)."""
     package_dir = Path(package_dir).resolve()
     todo = [Path(f).resolve() for f in files]
-    seen: set[Path] = set()
+    seen: set[Path] = {package_dir / Path(__file__).name}
     while todo:
         current = todo.pop()
         if current in seen:
@@ -138,19 +133,23 @@ def module_closure(files: Iterable[Path], package_dir: Path = PACKAGE_DIR) -> li
         if current.is_relative_to(package_dir):  # running a/b.py runs a/__init__.py first
             found.update(_with_parents(list(current.relative_to(package_dir).parent.parts), package_dir))
         todo += sorted(found - seen)
-    return sorted(seen)
+    return sorted(seen - {package_dir / Path(__file__).name})
+
+
+@lru_cache(maxsize=None)
+def installed_version(name: str) -> str:
+    """A distribution's installed version, or 'absent'. Cached: a process keeps the libraries it imported
+    first, whatever is installed later."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "absent"
 
 
 def library_versions(names: Iterable[str]) -> dict[str, str]:
     """Installed distribution versions, local build label included (2.13.0+cpu is not 2.13.0+cu128);
     'absent' for one not installed. Read from package metadata: nothing is imported."""
-    versions = {}
-    for name in sorted(set(names)):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+    return {name: installed_version(name) for name in sorted(set(names))}
 
 
 def code_version(modules: Iterable[Path], libraries: Iterable[str] = (), files: Iterable[Path] = (),

@@ -103,7 +103,7 @@ def test_library_versions_are_read_from_metadata_and_count(tmp_path, monkeypatch
     pkg = make_package(tmp_path)
     before = code_version([pkg / "a.py"], ["torch"], package_dir=pkg)
     assert code_version([pkg / "a.py"], package_dir=pkg) != before  # naming a library counts
-    monkeypatch.setattr(cv, "version", lambda name: "9.9.9" if name == "torch" else version(name))
+    monkeypatch.setattr(cv, "installed_version", lambda name: "9.9.9" if name == "torch" else version(name))
     assert code_version([pkg / "a.py"], ["torch"], package_dir=pkg) != before  # another torch, another version
 
 
@@ -145,6 +145,8 @@ def test_each_asset_runs_the_modules_its_versions_promise():
     assert all("evaluation.py" not in c for c in (dataset, base, adapter, registry))
     # the embedded base's tokenizer does not follow the prompt format: a pretrained model's would not either
     assert "prompting.py" not in names(module_closure([PACKAGE_DIR / "embedded.py"]), PACKAGE_DIR)
+    # the versioning code is no step's code: refactoring it must not retrain anything
+    assert all("code_version.py" not in c for c in (dataset, base, adapter, evaluation, registry))
 
 
 def test_assets_carry_derived_code_versions_in_dagster():
