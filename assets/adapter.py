@@ -5,6 +5,7 @@ import dagster as dg
 
 from assets.common import StepConfig, step_output
 from ops.callbacks import MlflowLossCallback
+from ops.code_version import asset_code_version
 from ops.fingerprint import fingerprint
 from ops.specs import TrainSpec
 from ops.store import ArtifactRef, materialize
@@ -12,7 +13,8 @@ from ops.tracking import check_tracking_server, redact_uri, resume_or_start_run
 from ops.train import train_adapter
 from resources import ArtifactStoreResource, GPUResource, MLflowResource
 
-CODE_VERSION = "1"
+# The training stack: each one's kernels, initialisation or defaults decide the trained weights.
+CODE_VERSION = asset_code_version(__file__, ("accelerate", "bitsandbytes", "peft", "torch", "transformers"))
 
 
 class TrainConfig(StepConfig, TrainSpec):

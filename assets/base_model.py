@@ -4,13 +4,15 @@
 import dagster as dg
 
 from assets.common import StepConfig, step_output
+from ops.code_version import asset_code_version
 from ops.fingerprint import fingerprint
 from ops.quantize import quantize_base
 from ops.specs import QuantSpec
 from ops.store import materialize
 from resources import ArtifactStoreResource, BaseModelResource, GPUResource
 
-CODE_VERSION = "1"
+# bitsandbytes quantizes, transformers loads and saves, torch holds the weights.
+CODE_VERSION = asset_code_version(__file__, ("bitsandbytes", "torch", "transformers"))
 
 
 class QuantizeConfig(StepConfig, QuantSpec):

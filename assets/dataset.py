@@ -4,6 +4,7 @@
 import dagster as dg
 
 from assets.common import StepConfig, md_table, step_output
+from ops.code_version import asset_code_version
 from ops.data_loading import source_identity
 from ops.data_prep import prepare_dataset
 from ops.fingerprint import fingerprint
@@ -12,7 +13,8 @@ from ops.specs import DataSpec
 from ops.store import materialize
 from resources import ArtifactStoreResource, BaseModelResource
 
-CODE_VERSION = "1"
+# datasets writes the splits, tokenizers and transformers turn text into ids.
+CODE_VERSION = asset_code_version(__file__, ("datasets", "tokenizers", "transformers"))
 
 
 class DatasetConfig(StepConfig, DataSpec):

@@ -4,13 +4,17 @@
 import dagster as dg
 
 from assets.common import StepConfig, md_table, step_output
+from ops.code_version import asset_code_version
 from ops.evaluation import evaluate_adapter, report_table_md, write_report
 from ops.fingerprint import fingerprint
+from ops.paths import METRICS_DIR
 from ops.specs import EvalSpec
 from ops.store import ArtifactRef, materialize
 from resources import ArtifactStoreResource, GPUResource
 
-CODE_VERSION = "1"
+# The 4-bit forward pass, generation and the metric library decide the numbers; the metric modules load by path.
+CODE_VERSION = asset_code_version(__file__, ("bitsandbytes", "datasets", "evaluate", "peft", "torch", "transformers"),
+                                  files=[METRICS_DIR])
 
 
 class EvalConfig(StepConfig, EvalSpec):

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.common import StepConfig
+from ops.code_version import asset_code_version
 from ops.fingerprint import fingerprint
 from ops.registration import register_once, registry_lock
 from ops.registry import register_adapter
@@ -14,7 +15,9 @@ from ops.store import ArtifactRef, read_summary
 from ops.tracking import check_tracking_server, code_version, redact_uri
 from resources import BaseModelResource, MLflowResource
 
-CODE_VERSION = "1"
+# The logged model's format (mlflow) and the versions its requirements pin (pyfunc_model.RUNTIME_PACKAGES).
+CODE_VERSION = asset_code_version(__file__, ("accelerate", "bitsandbytes", "mlflow", "pandas", "peft", "safetensors",
+                                             "tokenizers", "torch", "transformers"))
 
 
 class RegisterConfig(StepConfig, RegistrySpec):

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .embedded import BUILDER_VERSION, EMBEDDED_ID, build_embedded_base
+from .embedded import EMBEDDED_ID, build_embedded_base, builder_version
 from .fingerprint import hash_file, hash_tree
 from .paths import BUNDLED_DATASET, qlora_home
 
@@ -62,9 +62,13 @@ def check_model_dir(path: Path, allow_pickle: bool = False, trust_remote_code: b
 
 
 def embedded_base_dir(home: Path | None = None) -> Path:
-    """Build the embedded default once under the data home, atomically, and return its directory."""
+    """Build the embedded default once under the data home, atomically, and return its directory.
+
+    The folder is named by the builder's code version and the bundled data's hash, so a change to either
+    builds anew instead of serving a base built by other code or from other data.
+    """
     data_hash = hash_file(BUNDLED_DATASET)[:12]
-    final = (home or qlora_home()) / "base_models" / f"tiny-llama-v{BUILDER_VERSION}-{data_hash}"
+    final = (home or qlora_home()) / "base_models" / f"tiny-llama-{builder_version()}-{data_hash}"
     if (final / "config.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -14,11 +14,18 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from .code_version import code_version
 from .paths import BUNDLED_DATASET
-from .prompting import alpaca_prompt
 
 EMBEDDED_ID = "embedded:tiny-llama"
-BUILDER_VERSION = "1"  # bump when the architecture or tokenizer recipe below changes
+# What decides the built files besides the data: torch and transformers initialise the weights, tokenizers
+# trains the BPE merges.
+BUILDER_LIBRARIES = ("tokenizers", "torch", "transformers")
+# The tokenizer is trained on the bundled rows in the alpaca layout, frozen here rather than taken from
+# ops/prompting.py: the base stands in for a pretrained model, whose tokenizer does not change when the
+# fine-tuning prompt format does (and so the 4-bit base stays cached when the prompt format changes).
+CORPUS_WITH_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+CORPUS_NO_INPUT = "### Instruction:\n{instruction}\n\n### Response:\n"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] }}"
@@ -33,9 +40,17 @@ DEFAULT_ARCH = dict(vocab_size=1024, hidden_size=256, intermediate_size=688, num
                     tie_word_embeddings=True)
 
 
+def builder_version() -> str:
+    """The code version of this builder: this module's source and what it imports, and the library versions
+    that decide the built files (ops/code_version.py). It names the cached build's folder."""
+    return code_version([Path(__file__)], BUILDER_LIBRARIES)
+
+
 def _corpus(path: Path) -> list[str]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [alpaca_prompt(r["instruction"], r.get("input")) + r["output"] for r in rows]
+    return [(CORPUS_WITH_INPUT if r.get("input") else CORPUS_NO_INPUT).format(instruction=r["instruction"],
+                                                                             input=r.get("input")) + r["output"]
+            for r in rows]
 
 
 def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from ops.base_model import BaseModelError, check_model_dir, embedded_base_dir, resolve_base
-from ops.embedded import BUILDER_VERSION, EMBEDDED_ID
+from ops.embedded import EMBEDDED_ID, builder_version
 from ops.fingerprint import hash_tree
 
 
@@ -16,7 +16,7 @@ def test_embedded_is_built_once_under_the_data_home_and_cached(qlora_home):
     path = qlora_home / "base_models"
     assert first.is_local and first.model_id == EMBEDDED_ID and first.revision is None
     built = sorted(p.name for p in path.iterdir())
-    assert len(built) == 1 and built[0].startswith(f"tiny-llama-v{BUILDER_VERSION}-")  # no .tmp- left behind
+    assert len(built) == 1 and built[0].startswith(f"tiny-llama-{builder_version()}-")  # no .tmp- left behind
     assert first.source == str(path / built[0])
     assert first.identity == {"model_id": EMBEDDED_ID, "content_hash": hash_tree(path / built[0])}
     stamp = (path / built[0] / "model.safetensors").stat().st_mtime_ns
