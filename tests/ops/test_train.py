@@ -28,6 +28,13 @@ def quiet(_):
     pass
 
 
+def cpu_dtype_name() -> str:
+    """What `auto` computes in on this CPU: bfloat16 where it has AVX512-BF16/AMX, else float32."""
+    from ops.device import compute_dtype_choice
+
+    return str(compute_dtype_choice("cpu")[0]).removeprefix("torch.")
+
+
 def test_trains_the_requested_steps_and_saves_the_adapter(tiny_adapter, tiny_dataset):
     out, summary = tiny_adapter
     assert summary["steps"] == 4 and summary["resumed_from_step"] == 0
@@ -59,7 +66,7 @@ def test_logs_every_step_with_finite_losses_and_counts_tokens(tiny_adapter, tiny
     # 4 steps of 8 rows, each row at most max_seq_len=64 tokens, padding not counted
     assert 4 * 8 * 10 < summary["train_tokens"] <= 4 * 8 * 64
     assert summary["tokens_per_second"] > 0 and summary["peak_memory_bytes"] > 0
-    assert (summary["device"], summary["compute_dtype"]) == ("cpu", "float32")
+    assert (summary["device"], summary["compute_dtype"]) == ("cpu", cpu_dtype_name())  # bf16 on AVX512-BF16/AMX CPUs
 
 
 def test_more_steps_lower_the_loss(tiny_adapter, tiny_quantized, tiny_dataset, cpu, tmp_path):
@@ -178,7 +185,7 @@ def test_builders_follow_the_spec(cpu, tmp_path):
     assert (lora.r, lora.lora_alpha, lora.lora_dropout, set(lora.target_modules)) == (8, 16, 0.0, {"q_proj", "v_proj"})
     args = build_training_args(TrainSpec(max_steps=7, warmup_steps=2), cpu, tmp_path)
     assert (args.max_steps, args.warmup_steps, args.optim, args.use_cpu, args.bf16, args.fp16) == (
-        7, 2, "paged_adamw_32bit", True, False, False)
+        7, 2, "paged_adamw_32bit", True, cpu.compute_dtype == torch.bfloat16, False)
     assert args.save_total_limit == 2 and args.max_grad_norm == 1.0 and args.report_to == []
 
 
