@@ -9,7 +9,7 @@ garbage, training takes an inference-only kernel, and bitsandbytes' own inverse 
 without double quantization, leaves it transposed). Hence three tools:
 
 - `guard_packed_kernel(model)`: after loading, keep layers whose shape the kernel cannot take off it, log it once,
-  and remember each layer's standard quantization state;
+  remember each layer's standard quantization state, and restore it before any `state_dict()` (saving);
 - `restore_standard_layout(model)`: put repacked layers back, exactly where the state was remembered;
 - `named_kernel_errors(step, model)`: an error that still escapes a 4-bit layer becomes one line naming the step,
   the layer, its shape and the CPU.
@@ -33,6 +33,7 @@ from .cpu_features import CpuFeatures, cpu_features
 
 PACKED_BLOCK_N = 32  # the block_n of bitsandbytes' _convert_weight_packed_for_cpu (0.50.x): out_features must divide by it
 _STANDARD = "_qlora_standard_quant_state"  # attribute on a Linear4bit holding its pre-packing quantization state
+_SAVE_HOOK = "_qlora_restores_before_saving"  # set once the state_dict pre-hook is registered
 _logger = logging.getLogger(__name__)
 
 
@@ -81,6 +82,14 @@ def _remember_standard_state(layer: bnb.nn.Linear4bit) -> None:
     names = ("absmax", "nested", "dtype") + (("state2", "offset") if qs.nested else ())
     # References, not copies: packing assigns new tensors to these attributes and leaves the old ones untouched.
     setattr(layer, _STANDARD, _StandardState(qs, {n: getattr(qs, n) for n in names}))
+    if not getattr(layer, _SAVE_HOOK, False):
+        layer.register_state_dict_pre_hook(_restore_before_saving)
+        setattr(layer, _SAVE_HOOK, True)
+
+
+def _restore_before_saving(module: bnb.nn.Linear4bit, prefix: str, keep_vars: bool) -> None:
+    """state_dict pre-hook: restore exactly before bitsandbytes' own (lossy) inverse runs in _save_to_state_dict."""
+    restore_layer(module)
 
 
 def guard_packed_kernel(model: torch.nn.Module, log: Callable[[str], Any] | None = None,
@@ -90,7 +99,7 @@ def guard_packed_kernel(model: torch.nn.Module, log: Callable[[str], Any] | None
     Layers bitsandbytes would repack (`support_avx512bf16_for_cpu`, true only on CPUs with AVX512-BF16) whose
     shape `packed_kernel_rejects` are switched to the standard kernel, and one line says how many and which
     shapes. Every layer's standard quantization state is remembered so that `restore_standard_layout` can undo
-    a repacking exactly.
+    a repacking exactly, and `state_dict()` (every save) restores a layer first.
 
     Args:
         model: a model holding bitsandbytes `Linear4bit` layers (a PEFT model works too).

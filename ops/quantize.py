@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from .base_model import ResolvedBase
 from .cpu_features import cpu_features
-from .cpu_kernels import guard_packed_kernel, linear4bit_layers, named_kernel_errors, restore_layer, restore_standard_layout
+from .cpu_kernels import guard_packed_kernel, linear4bit_layers, named_kernel_errors, restore_layer
 from .device import DeviceInfo, compute_dtype_choice
 from .modeling import device_map, load_quantized_model, load_tokenizer
 from .specs import QuantSpec
@@ -105,7 +105,6 @@ def quantize_base(
     held = guard_packed_kernel(model, log)
     tokenizer = load_tokenizer(base.source, base.revision, trust_remote_code)
     model_dir = Path(out_dir) / "model"
-    restore_standard_layout(model)  # nothing ran yet, so nothing is repacked; kept so that reordering stays safe
     model.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
 

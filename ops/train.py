@@ -63,7 +63,11 @@ def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Pat
 
 
 class StandardLayoutCallback(TrainerCallback):
-    """Before each step, undo any repacking an eval pass (evaluation, sample generation) did to the 4-bit layers."""
+    """Before each step, undo any repacking an eval pass (evaluation, sample generation) did to the 4-bit layers.
+
+    On CPUs with AVX512-BF16 a repacked layer would send the training forward through bitsandbytes' inference
+    kernel; a no-op elsewhere, and cheap (one pass over the modules).
+    """
 
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if model is not None:
@@ -124,7 +128,6 @@ def train_adapter(
     data = load_prepared(Path(dataset_dir))["train"].select_columns(list(MODEL_COLUMNS))
     tokenizer = load_tokenizer(model_dir)
     model = load_quantized_model(model_dir, device, log)
-    restore_standard_layout(model)  # training must not run through weights repacked for bnb's inference kernel
     model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=spec.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},  # the reentrant variant warns and breaks with frozen inputs

@@ -153,6 +153,16 @@ def test_restore_undoes_a_repacking_exactly(tiny_quantized, tiny_base_dir, cpu):
     assert quantization_error(layers, tiny_base_dir) == error_before
 
 
+def test_state_dict_after_a_repacking_holds_the_standard_weights(tiny_quantized, cpu):
+    """What every save reads (save_pretrained, PEFT's adapter save, checkpoints): no explicit restore called."""
+    model = load_quantized_model(tiny_quantized[0] / "model", cpu, log=lambda _: None)
+    before = cloned_state(model)
+    repack_as_bitsandbytes_does(model)
+    after = model.state_dict()  # bitsandbytes' own inverse here would round absmax through bf16
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before), [k for k in before if not torch.equal(after[k], before[k])]
+
+
 def test_quantization_error_restores_a_repacked_layer_first(tiny_quantized, tiny_base_dir, cpu):
     model = load_quantized_model(tiny_quantized[0] / "model", cpu, log=lambda _: None)
     error = quantization_error(linear4bit_layers(model), tiny_base_dir)
