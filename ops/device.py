@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .cpu_features import CpuFeatures, cpu_features
+
 
 class NoGPUError(RuntimeError):
     pass
@@ -19,6 +21,7 @@ class DeviceInfo:
     type: str  # "cuda" or "cpu"
     name: str
     compute_dtype: torch.dtype
+    dtype_reason: str = ""  # why this dtype: the requested one, or what `auto` read from the device
 
     @property
     def dtype_name(self) -> str:
@@ -28,22 +31,44 @@ class DeviceInfo:
 def resolve_device(require_gpu: bool = False) -> DeviceInfo:
     """CUDA when present, else the CPU; `require_gpu` fails at once when there is no GPU."""
     if torch.cuda.is_available():
-        return DeviceInfo("cuda", torch.cuda.get_device_name(0), pick_compute_dtype("cuda"))
+        return DeviceInfo("cuda", torch.cuda.get_device_name(0), *compute_dtype_choice("cuda"))
     if require_gpu:
         raise NoGPUError(
             "require_gpu is set but no CUDA GPU is visible (torch.cuda.is_available() is False). "
             "Run on a GPU machine, or set require_gpu: false to train on the CPU."
         )
-    return DeviceInfo("cpu", platform.processor() or platform.machine(), pick_compute_dtype("cpu"))
+    return DeviceInfo("cpu", platform.processor() or platform.machine(), *compute_dtype_choice("cpu"))
+
+
+def compute_dtype_choice(device_type: str, requested: str = "auto",
+                         features: CpuFeatures | None = None) -> tuple[torch.dtype, str]:
+    """The dtype to compute in on `device_type`, and why.
+
+    Args:
+        device_type: "cuda" or "cpu".
+        requested: a torch dtype name ("bfloat16", "float16", "float32"), or "auto" to choose from the device.
+        features: the CPU's features (default: this machine's, `cpu_features()`); given in tests.
+
+    Returns:
+        (dtype, reason). `auto` picks bf16 on a GPU that supports it (else fp16); on a CPU, bf16 where it has
+        AVX512-BF16 or AMX and fp32 elsewhere, because 4-bit QLoRA steps with bf16 compute ran about 20x slower
+        than fp32 on an AVX2-only CPU and slightly faster on an AMX Xeon (benchmarks/cpu_compute_dtype.py).
+    """
+    if requested != "auto":
+        return getattr(torch, requested), f"{requested}: requested"
+    if device_type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, "bfloat16: supported by this GPU"
+        return torch.float16, "float16: this GPU has no bf16"
+    features = features or cpu_features()
+    if features.native_bf16:
+        return torch.bfloat16, f"bfloat16: this CPU ({features.describe()}) computes bf16 in hardware"
+    return torch.float32, f"float32: this CPU ({features.describe()}) would emulate bf16, far slower than fp32"
 
 
 def pick_compute_dtype(device_type: str, requested: str = "auto") -> torch.dtype:
-    if requested != "auto":
-        return getattr(torch, requested)
-    if device_type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # CPUs without AVX512-BF16 run bf16 4-bit matmuls ~20x slower than fp32 (measured; see ARCHITECTURE.md).
-    return torch.float32
+    """The dtype alone of `compute_dtype_choice`."""
+    return compute_dtype_choice(device_type, requested)[0]
 
 
 def reset_peak_memory(device_type: str) -> None:

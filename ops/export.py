@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
+from .cpu_features import CpuFeatures, cpu_features
 from .device import DeviceInfo
 from .generation import encode_prompts, generate
 from .modeling import device_map, load_adapter_model, load_tokenizer
@@ -25,22 +26,25 @@ COMPARISON_PROMPTS = (
     "How many animals are in the list?\ntiger river zebra",
     "Reverse the words.\nred green blue",
 )
-NATIVE_BF16_CPUS = ("AVX512_BF16", "AMX")  # torch's CPU capability names with native bf16 matmuls
 
 
-def export_dtype(device: DeviceInfo, requested: str = "auto") -> tuple[torch.dtype, str]:
-    """The dtype to save the merged model in, with the reason (bf16 unless this device cannot run it well)."""
+def export_dtype(device: DeviceInfo, requested: str = "auto", features: CpuFeatures | None = None) -> tuple[torch.dtype, str]:
+    """The dtype to save the merged model in, with the reason: bf16 unless this device cannot run it well.
+
+    `features` defaults to this machine's CPU (`cpu_features()`, the check that also picks the compute dtype
+    and guards the 4-bit kernels).
+    """
     if requested != "auto":
         return getattr(torch, requested), "requested"
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return torch.bfloat16, "bf16: supported by this GPU"
         return torch.float32, "fp32: this GPU has no bf16"
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability in NATIVE_BF16_CPUS:
-        return torch.bfloat16, f"bf16: this CPU ({capability}) computes in bf16 natively"
+    features = features or cpu_features()
+    if features.native_bf16:
+        return torch.bfloat16, f"bf16: this CPU ({features.describe()}) computes in bf16 natively"
     # Without native bf16 the CPU emulates it ~20x slower (ARCHITECTURE.md); fp32 keeps the check usable.
-    return torch.float32, f"fp32: this CPU ({capability}) has no native bf16"
+    return torch.float32, f"fp32: this CPU ({features.torch_capability}) has no native bf16 (no AVX512-BF16 or AMX)"
 
 
 def merged_model(base_dir: str | Path, adapter_dir: str | Path, device: DeviceInfo, dtype: torch.dtype):

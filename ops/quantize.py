@@ -11,7 +11,9 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from .base_model import ResolvedBase
-from .device import DeviceInfo, pick_compute_dtype
+from .cpu_features import cpu_features
+from .cpu_kernels import guard_packed_kernel, linear4bit_layers, named_kernel_errors, restore_layer
+from .device import DeviceInfo, compute_dtype_choice
 from .modeling import device_map, load_quantized_model, load_tokenizer
 from .specs import QuantSpec
 
@@ -21,12 +23,8 @@ def build_bnb_config(spec: QuantSpec, device: DeviceInfo) -> BitsAndBytesConfig:
         load_in_4bit=True,
         bnb_4bit_quant_type=spec.quant_type,
         bnb_4bit_use_double_quant=spec.double_quant,
-        bnb_4bit_compute_dtype=pick_compute_dtype(device.type, spec.compute_dtype),
+        bnb_4bit_compute_dtype=compute_dtype_choice(device.type, spec.compute_dtype)[0],
     )
-
-
-def _linear4bit_layers(model) -> dict[str, bnb.nn.Linear4bit]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
 
 
 def storage_bits(weight) -> int:
@@ -60,6 +58,7 @@ def quantization_error(layers: dict[str, bnb.nn.Linear4bit], source_dir: Path | 
         file = index.get(f"{name}.weight")
         if file is None:
             continue
+        restore_layer(layer)  # a layer repacked for bnb's CPU kernel would dequantize to garbage
         with safe_open(str(file), framework="pt") as sf:
             original = sf.get_tensor(f"{name}.weight").float()
         w = layer.weight
@@ -96,18 +95,20 @@ def quantize_base(
     """Load the base in 4-bit, save it to `out_dir/model` with its tokenizer, reload it as a check, report."""
     started = time.time()
     bnb_config = build_bnb_config(spec, device)
+    dtype_reason = compute_dtype_choice(device.type, spec.compute_dtype)[1]
     log(f"quantizing {base.model_id} to {spec.quant_type} (double quant {spec.double_quant}) on {device.type}, "
-        f"compute dtype {bnb_config.bnb_4bit_compute_dtype}")
+        f"compute dtype {dtype_reason}")
     model = AutoModelForCausalLM.from_pretrained(
         base.source, revision=base.revision, quantization_config=bnb_config, device_map=device_map(device),
         dtype=bnb_config.bnb_4bit_compute_dtype, trust_remote_code=trust_remote_code, token=token,
     )
+    held = guard_packed_kernel(model, log)
     tokenizer = load_tokenizer(base.source, base.revision, trust_remote_code)
     model_dir = Path(out_dir) / "model"
     model.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
 
-    layers = _linear4bit_layers(model)
+    layers = linear4bit_layers(model)
     if not layers:
         raise RuntimeError(f"{base.model_id}: no layer was quantized to 4-bit; is bitsandbytes working on {device.type}?")
     quantized_params = sum(layer.weight.quant_state.shape.numel() for layer in layers.values())
@@ -125,6 +126,9 @@ def quantize_base(
         "quant_type": spec.quant_type,
         "double_quant": bool(next(iter(layers.values())).weight.quant_state.nested),
         "compute_dtype": str(bnb_config.bnb_4bit_compute_dtype).removeprefix("torch."),
+        "compute_dtype_reason": dtype_reason,
+        "cpu": cpu_features().describe() if device.type == "cpu" else None,
+        "layers_off_packed_cpu_kernel": len(held),
         "device": device.type,
         "device_name": device.name,
         "quantized_layers": len(layers),
@@ -144,8 +148,8 @@ def quantize_base(
 def _reload_check(model, tokenizer, model_dir: Path, device: DeviceInfo) -> bool:
     """The saved checkpoint must load back and compute what the in-memory model computes."""
     ids = tokenizer("The quick brown fox", return_tensors="pt").input_ids.to(model.device)
-    reloaded = load_quantized_model(model_dir, device)
-    with torch.inference_mode():
+    reloaded = load_quantized_model(model_dir, device, log=lambda _: None)  # the first load already said it
+    with torch.inference_mode(), named_kernel_errors("quantize (reload check)", model, reloaded):
         a, b = model(ids).logits.float(), reloaded(ids).logits.float()
     if not torch.allclose(a, b, atol=1e-3, rtol=1e-3):
         raise RuntimeError(f"reloaded 4-bit checkpoint in {model_dir} disagrees with the model that was saved "

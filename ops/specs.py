@@ -60,8 +60,8 @@ class QuantSpec(BaseModel):
     double_quant: bool = Field(True, description="Quantize the quantization constants too (~0.37 bits/weight saved).")
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
-        description="Dtype of the matmuls. auto: bf16 on a CUDA GPU that supports it, else fp32 "
-        "(bf16 on CPUs without AVX512-BF16 runs ~20x slower).",
+        description="Dtype of the matmuls. auto: bf16 on a CUDA GPU that supports it (else fp16); on a CPU, bf16 "
+        "where it has AVX512-BF16 or AMX, fp32 elsewhere (emulated bf16 trained ~10-20x slower on AVX2).",
     )
 
 

@@ -18,6 +18,7 @@ from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from .callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
+from .cpu_kernels import named_kernel_errors, restore_standard_layout
 from .device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
 from .modeling import load_quantized_model, load_tokenizer
 from .specs import TrainSpec
@@ -48,7 +49,10 @@ def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Pat
         save_total_limit=2,  # the newest checkpoint plus one in case the newest was cut off mid-write
         seed=spec.seed,
         use_cpu=device.type == "cpu",
-        bf16=device.type == "cuda" and device.compute_dtype == torch.bfloat16,
+        # bf16 autocast, on the CPU too: prepare_model_for_kbit_training upcasts the unquantized parameters to
+        # fp32, so without autocast a "bf16" 4-bit model silently trains in fp32 (transformers 5 accepts bf16
+        # with use_cpu; accelerate runs torch.autocast("cpu", torch.bfloat16)).
+        bf16=device.compute_dtype == torch.bfloat16,
         fp16=device.type == "cuda" and device.compute_dtype == torch.float16,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -56,6 +60,18 @@ def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Pat
         logging_nan_inf_filter=False,  # the default hides NaN losses from the logs, so nothing would stop on them
         report_to=[],
     )
+
+
+class StandardLayoutCallback(TrainerCallback):
+    """Before each step, undo any repacking an eval pass (evaluation, sample generation) did to the 4-bit layers.
+
+    On CPUs with AVX512-BF16 a repacked layer would send the training forward through bitsandbytes' inference
+    kernel; a no-op elsewhere, and cheap (one pass over the modules).
+    """
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            restore_standard_layout(model)
 
 
 def pad_collator(pad_id: int, counter: TokenCounter) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
@@ -111,7 +127,7 @@ def train_adapter(
     checkpoint_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     data = load_prepared(Path(dataset_dir))["train"].select_columns(list(MODEL_COLUMNS))
     tokenizer = load_tokenizer(model_dir)
-    model = load_quantized_model(model_dir, device)
+    model = load_quantized_model(model_dir, device, log)
     model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=spec.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},  # the reentrant variant warns and breaks with frozen inputs
@@ -127,12 +143,13 @@ def train_adapter(
     trainer = Trainer(
         model=model, args=build_training_args(spec, device, checkpoint_dir), train_dataset=data,
         data_collator=pad_collator(tokenizer.pad_token_id, counter),
-        callbacks=[progress, NonFiniteLossGuard(), *callbacks],
+        callbacks=[progress, NonFiniteLossGuard(), StandardLayoutCallback(), *callbacks],
     )
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
         log(f"resuming from {resume.name} (step {resume.name.rsplit('-', 1)[-1]} of {spec.max_steps})")
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with named_kernel_errors("train", model):
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     adapter_dir = Path(out_dir) / "adapter"
     model.save_pretrained(adapter_dir)
@@ -152,6 +169,7 @@ def train_adapter(
         "optimizer": describe_optimizer(trainer.optimizer, spec.optim, device),
         "device": device.type,
         "compute_dtype": device.dtype_name,
+        "compute_dtype_reason": device.dtype_reason,
         "wall_seconds": time.time() - started,
     }
     (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))

@@ -8,13 +8,14 @@ import torch
 from safetensors import safe_open
 
 from ops.base_model import resolve_base
-from ops.device import DeviceInfo
+from ops.cpu_features import cpu_features
+from ops.device import DeviceInfo, compute_dtype_choice
 from ops.embedded import EMBEDDED_ID
 from ops.modeling import load_quantized_model
 from ops.quantize import build_bnb_config, quantization_error, quantize_base, storage_bits
 from ops.specs import QuantSpec
 
-TINY_LINEAR_PARAMS = 2 * (4 * 64 * 64 + 3 * 64 * 128)  # 2 layers of q, k, v, o (64x64) and gate, up, down (64x128)
+TINY_LINEAR_PARAMS = 2 * (4 * 64 * 64 + 3 * 64 * 120)  # 2 layers of q, k, v, o (64x64) and gate, up, down (64x120)
 
 
 def quiet(_):
@@ -41,7 +42,12 @@ def test_double_quant_costs_about_4_127_bits_per_weight(tiny_quantized):
     assert summary["quantized_layers"] == 14 and summary["quantized_params"] == TINY_LINEAR_PARAMS
     assert summary["total_params"] == summary["quantized_params"] + summary["unquantized_params"]
     assert summary["bf16_size_bytes"] == 2 * summary["total_params"]
-    assert summary["compute_dtype"] == "float32" and summary["device"] == "cpu"  # fp32 compute on CPUs without AVX512-BF16
+    # auto: bf16 compute on CPUs with AVX512-BF16/AMX, fp32 on the others, and the summary says why
+    dtype, reason = compute_dtype_choice("cpu")
+    assert summary["compute_dtype"] == str(dtype).removeprefix("torch.") and summary["device"] == "cpu"
+    assert summary["compute_dtype_reason"] == reason and summary["cpu"] == cpu_features().describe()
+    # gate, up (out 120) and down (in 120) of both blocks stay off bnb's packed kernel where the CPU has one
+    assert summary["layers_off_packed_cpu_kernel"] == (6 if cpu_features().bnb_packed_kernel else 0)
     assert summary["reload_check"] is True and summary["layers_measured_for_error"] == 14
 
 
@@ -59,15 +65,16 @@ def test_quantization_error_is_small_but_real(tiny_quantized, tiny_base_dir):
     assert 0 < error < 0.15 * mean_abs_weight  # NF4 is lossy, but keeps ~90% of each weight's magnitude
 
 
-def test_size_on_disk_counts_4_bit_codes_and_fp32_rest(tiny_quantized):
+def test_size_on_disk_counts_4_bit_codes_and_the_rest_in_the_compute_dtype(tiny_quantized):
     summary = tiny_quantized[1]
     codes_and_scales = summary["bits_per_quantized_weight"] * summary["quantized_params"] / 8
-    rest_fp32 = 4 * summary["unquantized_params"]  # embeddings, head and norms stay in the fp32 compute dtype
-    overhead = summary["size_on_disk_bytes"] - codes_and_scales - rest_fp32
+    # embeddings, head and norms stay in the compute dtype: fp32, or bf16 on CPUs with AVX512-BF16/AMX
+    rest = getattr(torch, summary["compute_dtype"]).itemsize * summary["unquantized_params"]
+    overhead = summary["size_on_disk_bytes"] - codes_and_scales - rest
     # per layer ~2 kB: fp32 codebooks of 16 and 256 entries (1088 B), the JSON quant state, 6 header entries
     assert 1088 * summary["quantized_layers"] < overhead < 2500 * summary["quantized_layers"]
     # The linear layers alone take under half of their bf16 size even at this toy width.
-    assert summary["size_on_disk_bytes"] - rest_fp32 < 0.5 * 2 * summary["quantized_params"]
+    assert summary["size_on_disk_bytes"] - rest < 0.5 * 2 * summary["quantized_params"]
 
 
 def test_default_embedded_base_is_smaller_on_disk_than_bf16(cpu, tmp_path):
@@ -99,7 +106,7 @@ def test_tokenizer_is_saved_with_the_model(tiny_quantized, tiny_base_dir):
 def test_bnb_config_follows_spec_and_device(cpu):
     config = build_bnb_config(QuantSpec(), cpu)
     assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
-    assert config.bnb_4bit_compute_dtype == torch.float32
+    assert config.bnb_4bit_compute_dtype == compute_dtype_choice("cpu")[0]
     fp4 = build_bnb_config(QuantSpec(quant_type="fp4", double_quant=False, compute_dtype="bfloat16"), cpu)
     assert fp4.bnb_4bit_quant_type == "fp4" and not fp4.bnb_4bit_use_double_quant
     assert fp4.bnb_4bit_compute_dtype == torch.bfloat16
