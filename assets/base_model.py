@@ -44,6 +44,8 @@ def quantized_base_model(
         "base_model_id": s["base_model_id"],
         "device": s["device"],
         "compute_dtype": s["compute_dtype"],
+        "compute_dtype_reason": s.get("compute_dtype_reason") or "",
+        "layers_off_packed_cpu_kernel": dg.MetadataValue.int(s.get("layers_off_packed_cpu_kernel") or 0),
         "quant_type": s["quant_type"],
         "double_quant": s["double_quant"],
         "total_params": dg.MetadataValue.int(s["total_params"]),

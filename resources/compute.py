@@ -17,9 +17,10 @@ class GPUResource(dg.ConfigurableResource):
         info = resolve_device(self.require_gpu)
         if log is not None:
             if info.type == "cuda":
-                log.info(f"compute device: CUDA GPU {info.name}, compute dtype {info.dtype_name}")
+                log.info(f"compute device: CUDA GPU {info.name}, compute dtype {info.dtype_name} ({info.dtype_reason})")
             else:
-                log.warning(f"no CUDA GPU visible: running on the CPU ({info.name}), compute dtype {info.dtype_name}")
+                log.warning(f"no CUDA GPU visible: running on the CPU ({info.name}), compute dtype {info.dtype_name} "
+                            f"({info.dtype_reason})")
         return info
 
     def peak_memory_bytes(self, info: DeviceInfo) -> int:
