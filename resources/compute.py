@@ -17,10 +17,10 @@ class GPUResource(dg.ConfigurableResource):
         info = resolve_device(self.require_gpu)
         if log is not None:
             if info.type == "cuda":
-                log.info(f"compute device: CUDA GPU {info.name}, compute dtype {info.dtype_name} ({info.dtype_reason})")
-            else:
-                log.warning(f"no CUDA GPU visible: running on the CPU ({info.name}), compute dtype {info.dtype_name} "
-                            f"({info.dtype_reason})")
+                log.info(f"compute device: CUDA GPU {info.name}, compute dtype {info.dtype_reason or info.dtype_name}")
+            else:  # the reason starts with the dtype: "float32: this CPU (AVX2, no native bf16) would emulate ..."
+                log.warning(f"no CUDA GPU visible: running on the CPU ({info.name}), compute dtype "
+                            f"{info.dtype_reason or info.dtype_name}")
         return info
 
     def peak_memory_bytes(self, info: DeviceInfo) -> int:

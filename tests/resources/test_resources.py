@@ -30,7 +30,8 @@ def test_gpu_resource_falls_back_to_the_cpu_and_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="test-gpu-resource"):
         info = GPUResource().device(log)
     assert info.type == "cpu" and info.compute_dtype in (torch.float32, torch.bfloat16)  # bf16 on AVX512-BF16/AMX CPUs
-    assert caplog.messages == [f"no CUDA GPU visible: running on the CPU ({info.name}), compute dtype {info.dtype_name}"]
+    assert caplog.messages == [f"no CUDA GPU visible: running on the CPU ({info.name}), compute dtype {info.dtype_reason}"]
+    assert info.dtype_reason.startswith(f"{info.dtype_name}: this CPU (")
     assert GPUResource().peak_memory_bytes(info) > 0
 
 
