@@ -99,7 +99,7 @@ def train(model, rows: list[dict[str, list[int]]], pad_id: int, steps: int = 40,
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    return float(loss)
+    return loss.item()
 
 
 def as_lm_rows(texts: list[str], tokenizer) -> list[dict[str, list[int]]]:
