@@ -150,8 +150,9 @@ def export_merged(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
         del merged
         # Measure the saved files as a user would load them: plain transformers, no PEFT, no bitsandbytes.
         reloaded = AutoModelForCausalLM.from_pretrained(str(staging), device_map=device_map(device), dtype=torch_dtype)
+        saved_config = json.loads((staging / "config.json").read_text())
         summary = {"out_dir": str(out_dir), "dtype": str(torch_dtype).removeprefix("torch."), "dtype_reason": reason,
-                   "quantization_config_saved": "quantization_config" in json.loads((staging / "config.json").read_text()),
+                   "quantization_config_saved": "quantization_config" in saved_config,
                    "untied_embeddings": untied,
                    **compare(expected, measure(reloaded, tokenizer, rendered, max_new_tokens)),
                    "max_new_tokens": max_new_tokens}

@@ -68,6 +68,7 @@ def check_merge(summary: dict[str, Any], export_dtype: torch.dtype, device: Devi
     if not summary["max_abs_logit_diff"] <= allowed:  # `not <=` also catches NaN
         raise MergeMismatch(
             f"merged model differs from the 4-bit + adapter model by up to {summary['max_abs_logit_diff']:.3g} in "
-            f"logits (mean {summary['mean_abs_logit_diff']:.3g}; largest logit {summary['max_abs_reference_logit']:.3g}), "
+            f"logits (mean {summary['mean_abs_logit_diff']:.3g}; "
+            f"largest logit {summary['max_abs_reference_logit']:.3g}), "
             f"over the {allowed:.3g} allowed by the {reason}: the merge is wrong, nothing was written")
     return {"max_abs_logit_diff_allowed": allowed, "tolerance_reason": reason}
