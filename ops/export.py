@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
+from .chat_template import stop_token_ids
 from .device import DeviceInfo
 from .generation import encode_prompts, generate
 from .merge_check import check_merge
@@ -145,6 +146,9 @@ def export_merged(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         merged, untied = merged_model(base_dir, adapter_dir, device, torch_dtype)
+        # Plain transformers then stops where ops.generation does: at eos or the chat template's end-of-turn token.
+        stops = stop_token_ids(tokenizer, merged.generation_config)
+        merged.generation_config.eos_token_id = stops if len(stops) > 1 else merged.generation_config.eos_token_id
         merged.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         del merged

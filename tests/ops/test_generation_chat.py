@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ops.base_model import resolve_base
 from ops.data_prep import prepare_dataset
 from ops.device import DeviceInfo
 from ops.evaluation import evaluate_adapter
-from ops.generation import generate, generate_batch
+from ops.export import export_merged
+from ops.generation import encode_prompts, generate, generate_batch
 from ops.modeling import load_quantized_model
 from ops.prompting import chat_prompt
 from ops.quantize import quantize_base
@@ -62,23 +64,44 @@ def test_generation_stops_at_the_end_of_turn_token(trained, family):
     assert generate(model, tok, prompts, max_new_tokens=12, batch_size=3) == ["red"] * len(prompts)
 
 
-def test_always_red_task_scores_full_marks(trained, tmp_path):
+@pytest.fixture(scope="module")
+def red_artifacts(trained, tmp_path_factory) -> dict[str, Path]:
+    """The `end` family's trained model as the pipeline's artifacts: 4-bit base, prepared chat data, and an adapter
+    that changes nothing (LoRA B starts at zero), so base and tuned are the trained model in 4-bit."""
+    model, tok = trained("end")
+    root = tmp_path_factory.mktemp("always-red")
+    model.save_pretrained(root / "base")
+    tok.save_pretrained(root / "base")
+    quantize_base(resolve_base(str(root / "base")), QuantSpec(), CPU, root / "quantized", log=lambda _: None)
+    source = root / "red.jsonl"
+    source.write_text("".join(json.dumps({"messages": c}) + "\n" for c in red_conversations()))
+    prepare_dataset(DataSpec(source=str(source), eval_fraction=0.25), tok, root / "data", log=lambda _: None)
+    model_dir = root / "quantized" / "model"
+    peft_model = get_peft_model(load_quantized_model(model_dir, CPU), LoraConfig(r=2, target_modules=["q_proj"]))
+    peft_model.save_pretrained(root / "adapter")
+    return {"model": model_dir, "adapter": root / "adapter", "data": root / "data"}
+
+
+def test_always_red_task_scores_full_marks(red_artifacts):
     """The issue's case end to end: <|end|> closes turns, eos is </s>, the answer is always `red`. Before, every
     generation was `red`, every reference `red<|end|>`, and exact match and ROUGE-L were 0.0."""
-    model, tok = trained("end")
-    model.save_pretrained(tmp_path / "base")
-    tok.save_pretrained(tmp_path / "base")
-    quantize_base(resolve_base(str(tmp_path / "base")), QuantSpec(), CPU, tmp_path / "quantized", log=lambda _: None)
-    model_dir = tmp_path / "quantized" / "model"
-    source = tmp_path / "red.jsonl"
-    source.write_text("".join(json.dumps({"messages": c}) + "\n" for c in red_conversations()))
-    prepare_dataset(DataSpec(source=str(source), eval_fraction=0.25), tok, tmp_path / "data", log=lambda _: None)
-    # An adapter that changes nothing (LoRA B starts at zero): base and tuned are the trained model in 4-bit.
-    peft_model = get_peft_model(load_quantized_model(model_dir, CPU), LoraConfig(r=2, target_modules=["q_proj"]))
-    peft_model.save_pretrained(tmp_path / "adapter")
-
     spec = EvalSpec(max_new_tokens=8, num_generation_examples=5, num_samples_shown=5, batch_size=8)
-    report = evaluate_adapter(model_dir, tmp_path / "adapter", tmp_path / "data", spec, CPU, log=lambda _: None)
+    report = evaluate_adapter(red_artifacts["model"], red_artifacts["adapter"], red_artifacts["data"], spec, CPU,
+                              log=lambda _: None)
     assert {(s["reference"], s["tuned"]) for s in report["samples"]} == {("red", "red")}
     assert report["tuned"]["exact_match"] == 1.0 and report["tuned"]["rouge_l"] == 1.0
     assert report["base"]["exact_match"] == 1.0 and report["generation_rows"] == 5
+
+
+def test_exported_model_stops_at_the_end_of_turn_in_plain_transformers(red_artifacts, tmp_path):
+    """The merged export's generation config lists the end-of-turn token, so `model.generate` stops there too."""
+    summary = export_merged(red_artifacts["model"], red_artifacts["adapter"], tmp_path / "merged", CPU,
+                            prompt_format="chat", max_new_tokens=8)
+    assert summary["generation_agreement"] == 1.0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    end = tok.convert_tokens_to_ids("<|end|>")
+    assert model.generation_config.eos_token_id == [tok.eos_token_id, end]
+    prompt = torch.tensor(encode_prompts(tok, [chat_prompt(red_conversations()[0][:1], tok)]))
+    out = model.generate(prompt, max_new_tokens=12, do_sample=False)[0, prompt.shape[1]:]
+    assert tok.decode(out) == "red<|end|>"
