@@ -112,10 +112,11 @@ def test_embedding_adapter_on_a_tied_base_exports_within_tolerance(tiny_quantize
 def test_a_wrong_merge_fails_and_writes_nothing(tiny_quantized, embed_adapter, cpu, tmp_path, monkeypatch):
     import ops.export
 
-    # Force the merge as it was before untying: the embedding update lands in the tied head as well.
+    # Force the merge as it was before untying: the embedding update lands in the tied head as well. (The bound is
+    # bf16's on CPUs whose bitsandbytes kernel computes in bf16; the wrong merge is ~15x past either.)
     monkeypatch.setattr(ops.export, "untie_adapted_embeddings", lambda peft_model: False)
     with pytest.raises(MergeMismatch, match=r"merged model differs from the 4-bit \+ adapter model by up to .* over "
-                                            r"the .* allowed by the float32 bound .*nothing was written") as excinfo:
+                                            r"the .* allowed by the (float32|bfloat16) bound .*nothing was written") as excinfo:
         export_merged(tiny_quantized[0] / "model", embed_adapter, tmp_path / "merged", cpu, prompt_format="alpaca")
     assert "\n" not in str(excinfo.value)  # one line, as the CLI prints it
     assert list(tmp_path.iterdir()) == []  # neither the model nor the staging folder
