@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import datasets
 
+from .chat_template import stop_token_ids
 from .data_loading import DataError, detect_format, load_rows, unused_columns, validate_rows
 from .prompting import render_example
 from .specs import DataSpec
@@ -72,12 +73,19 @@ def render_rows(rows: list[dict], row_numbers: list[int], fmt: str, tokenizer: A
     return pairs
 
 
-def build_example(prompt_ids: list[int], completion_ids: list[int], tokenizer: Any, spec: DataSpec) -> tuple[dict, bool]:
-    """One training example (input ids, mask, labels) and whether it was truncated."""
+def build_example(prompt_ids: list[int], completion_ids: list[int], tokenizer: Any, spec: DataSpec,
+                  stop_ids: list[int] | None = None) -> tuple[dict, bool]:
+    """One training example (input ids, mask, labels) and whether it was truncated.
+
+    The completion's targets end with one stop: eos is appended unless the completion already ends with a stop
+    token (`stop_ids`, default ops.chat_template.stop_token_ids: eos or the template's end-of-turn token), since
+    a chat reply that closes with `<|eot_id|>`, `<|im_end|>` or `</s>` followed by eos would teach a double stop.
+    """
     eos = tokenizer.eos_token_id
+    stops = stop_token_ids(tokenizer) if stop_ids is None else stop_ids
     prompt = with_bos(tokenizer, prompt_ids)
-    # chat templates already close the reply with eos; a second one would teach the model a double stop
-    completion = completion_ids if eos is None or completion_ids[-1:] == [eos] else completion_ids + [eos]
+    ends_with_stop = bool(completion_ids) and completion_ids[-1] in stops
+    completion = completion_ids if eos is None or ends_with_stop else completion_ids + [eos]
     input_ids = prompt + completion
     labels = (prompt if spec.train_on_prompt else [IGNORE_INDEX] * len(prompt)) + completion
     truncated = len(input_ids) > spec.max_seq_len
@@ -94,9 +102,10 @@ def tokenize_pairs(pairs: list[tuple[str, str]], tokenizer: Any, spec: DataSpec)
     """Tokenized examples plus counts of truncated rows and of rows left with nothing to learn."""
     prompt_ids = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+    stop_ids = stop_token_ids(tokenizer)  # read off the chat template once, not per row
     examples, truncated, dropped = [], 0, 0
     for (prompt, completion), p_ids, c_ids in zip(pairs, prompt_ids, completion_ids):
-        example, was_truncated = build_example(p_ids, c_ids, tokenizer, spec)
+        example, was_truncated = build_example(p_ids, c_ids, tokenizer, spec, stop_ids)
         truncated += was_truncated
         if not has_target(example["labels"]):
             dropped += 1

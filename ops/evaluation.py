@@ -18,6 +18,7 @@ import evaluate
 import torch
 import torch.nn.functional as F
 
+from .chat_template import answer_text, stop_token_ids
 from .device import DeviceInfo
 from .generation import generate
 from .modeling import load_adapter_model, load_tokenizer
@@ -67,12 +68,15 @@ def perplexity(loss: float) -> float:
         return math.inf
 
 
-def clean_reference(completion: str, eos_text: str | None) -> str:
-    """The reference answer as a generation would decode it: no trailing eos text, no outer whitespace."""
-    text = completion.strip()
-    if eos_text and text.endswith(eos_text):
-        text = text[: -len(eos_text)]
-    return text.strip()
+def clean_reference(completion: str, tokenizer: Any, stop_ids: list[int] | None = None) -> str:
+    """The reference answer exactly as a generation of the same tokens would come back from ops.generation.
+
+    The completion is tokenized as data preparation tokenized it, then cut at the first stop token (eos or the
+    template's end-of-turn token, e.g. `red<|im_end|>\n` -> `red`), special tokens dropped, whitespace stripped.
+    `stop_ids` defaults to ops.chat_template.stop_token_ids(tokenizer); pass the ones generation used.
+    """
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return answer_text(ids, tokenizer, stop_token_ids(tokenizer) if stop_ids is None else stop_ids)
 
 
 def score_model(model, tokenizer, eval_rows: datasets.Dataset, gen_rows: datasets.Dataset,
@@ -98,11 +102,13 @@ def evaluate_adapter(model_dir: str | Path, adapter_dir: str | Path, dataset_dir
     tokenizer = load_tokenizer(model_dir)
     eval_rows = load_eval_split(dataset_dir)
     gen_rows = eval_rows.select(range(min(spec.num_generation_examples, len(eval_rows))))
-    references = [clean_reference(c, tokenizer.eos_token) for c in gen_rows["completion"]]
     metrics = {name: load_metric(name) for name in ("exact_match", "rouge_l")}
     log(f"evaluating on {len(eval_rows)} held-out rows ({len(gen_rows)} generated) on {device.type}/{device.dtype_name}")
 
     model = load_adapter_model(model_dir, adapter_dir, device)
+    # The stops generation uses, so references and predictions are cut at the same tokens.
+    stop_ids = stop_token_ids(tokenizer, model.generation_config)
+    references = [clean_reference(c, tokenizer, stop_ids) for c in gen_rows["completion"]]
     with model.disable_adapter():
         base, base_preds = score_model(model, tokenizer, eval_rows, gen_rows, references, spec, metrics)
     log(_summary("base", base))

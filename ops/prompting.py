@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .chat_template import close_turn
+
 FORMATS = ("alpaca", "chat", "prompt_completion", "text")
 
 # The Stanford Alpaca template, the de-facto standard for instruction data in this format.
@@ -33,7 +35,11 @@ def chat_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
 
 
 def render_example(row: dict[str, Any], fmt: str, tokenizer: Any) -> tuple[str, str]:
-    """Split one validated row into (prompt, completion) text; the completion is what the model learns."""
+    """Split one validated row into (prompt, completion) text; the completion is what the model learns.
+
+    A chat completion ends at the template's end-of-turn token: whitespace the template writes after it is not
+    part of the reply (ops.chat_template.close_turn).
+    """
     if fmt == "alpaca":
         return alpaca_prompt(row["instruction"], row.get("input")), row["output"]
     if fmt == "chat":
@@ -42,7 +48,7 @@ def render_example(row: dict[str, Any], fmt: str, tokenizer: Any) -> tuple[str, 
         full = tokenizer.apply_chat_template(messages, tokenize=False)
         if not full.startswith(prompt):
             raise ValueError("the tokenizer's chat template does not render the conversation as prompt + reply")
-        return prompt, full[len(prompt):]
+        return prompt, close_turn(full[len(prompt):], tokenizer)
     if fmt == "prompt_completion":
         return row["prompt"], row["completion"]
     if fmt == "text":

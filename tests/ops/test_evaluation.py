@@ -12,6 +12,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+from ops.chat_template import answer_text, stop_token_ids
 from ops.device import DeviceInfo
 from ops.embedded import build_embedded_base
 from ops.evaluation import clean_reference, evaluate_adapter, report_table_md, write_report
@@ -20,6 +21,7 @@ from ops.modeling import load_quantized_model, load_tokenizer
 from ops.paths import BUNDLED_DATASET
 from ops.prompting import render_example
 from ops.specs import DataSpec, EvalSpec
+from tests.ops.chat_tokenizers import FAMILIES, chat_tokenizer
 
 CPU = DeviceInfo("cpu", "test-cpu", torch.float32)
 TINY_ARCH = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
@@ -112,11 +114,25 @@ def test_report_structure(report):
     json.dumps(report, allow_nan=False)  # plain JSON, no numpy or tensors
 
 
-def test_references_drop_eos_and_whitespace(report):
+def test_references_drop_eos_and_whitespace(report, model_dir):
     first_output = json.loads(BUNDLED_DATASET.read_text().splitlines()[0])["output"]
     assert report["samples"][0]["reference"] == first_output  # the eos text is gone, nothing else changed
-    assert clean_reference(" five</s>\n", "</s>") == "five"
-    assert clean_reference("five", None) == "five"
+    tokenizer = load_tokenizer(model_dir)
+    assert clean_reference(" five</s>\n", tokenizer) == "five"
+    assert clean_reference("five", tokenizer) == "five"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_references_are_cut_at_the_end_of_turn_like_predictions(family):
+    """The issue's case: a template closing turns with <|end|> while eos is </s> gave references `red<|end|>`
+    against generations `red`. Completions as data preparation writes them now, and as older artifacts hold
+    them (closing token, then the template's newline), all come back as the answer a generation decodes to."""
+    tok = chat_tokenizer(family)
+    end = FAMILIES[family][2]
+    generated = tok(f"red{end}\nuser turn", add_special_tokens=False)["input_ids"]
+    assert answer_text(generated, tok, stop_token_ids(tok)) == "red"
+    for completion in (f"red{end}", f"red{end}\n", f"red{end}{tok.eos_token}"):
+        assert clean_reference(completion, tok) == "red"
 
 
 def test_perplexity_is_exp_loss(report):
