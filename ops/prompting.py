@@ -51,9 +51,85 @@ def render_example(row: dict[str, Any], fmt: str, tokenizer: Any) -> tuple[str, 
 
 
 def render_user_prompt(text: str, fmt: str, tokenizer: Any) -> str:
-    """Render a bare user prompt the way the model saw prompts during training."""
-    if fmt == "alpaca":
-        return alpaca_prompt(text)
+    """Render a bare user prompt the way the model saw prompts during training (no input, no system message)."""
+    return render_request({"prompt": text}, fmt, tokenizer)
+
+
+# The fields a serving request may carry; which ones a model takes depends on its training format.
+REQUEST_FIELDS = ("prompt", "instruction", "input", "system", "messages")
+ACCEPTED = {
+    "alpaca": ("instruction", "prompt", "input"),
+    "chat": ("prompt", "instruction", "system", "messages"),
+    "prompt_completion": ("prompt",),
+    "text": ("prompt",),
+}
+
+
+def _given(value: Any) -> bool:
+    """A request field counts when it is set: DataFrames fill absent fields of a row with None or NaN."""
+    return value is not None and not (isinstance(value, float) and value != value)
+
+
+def render_request(request: dict[str, Any], fmt: str, tokenizer: Any, default_system: str | None = None) -> str:
+    """Render one serving request into the prompt text training rendered for a row of format `fmt`.
+
+    Args:
+        request: fields of one request. alpaca: `instruction` (or `prompt`) and optional `input`; chat: `prompt`
+            (or `instruction`) with an optional `system` message, or a whole `messages` conversation ending with
+            a user turn; prompt_completion and text: `prompt`.
+        fmt: the training data's format (one of FORMATS).
+        tokenizer: the model's tokenizer (chat formats render with its chat template).
+        default_system: the system message every training row had (chat only); used when the request has none.
+    Returns:
+        The prompt text, ending where the model's answer starts.
+    Raises:
+        ValueError: naming the field the format does not take, or the field that is missing.
+    """
+    fields = {k: v for k, v in request.items() if _given(v)}
+    if fmt not in ACCEPTED:
+        raise ValueError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    unknown = sorted(set(fields) - set(ACCEPTED[fmt]))
+    if unknown:
+        raise ValueError(f"a model trained on {fmt} data does not take {', '.join(unknown)}; "
+                         f"its request fields are {', '.join(ACCEPTED[fmt])}")
+    if {"instruction", "prompt"} <= set(fields):
+        raise ValueError("the request gives both instruction and prompt; they are the same field, give one")
     if fmt == "chat":
-        return chat_prompt([{"role": "user", "content": text}], tokenizer)
-    return text
+        return chat_prompt(_conversation(fields, default_system), tokenizer)
+    text = fields.get("instruction", fields.get("prompt"))
+    if not isinstance(text, str):
+        expected = "instruction (or prompt)" if fmt == "alpaca" else "prompt"
+        raise ValueError(f"the request needs a string {expected}, got {fields or 'no fields'}")
+    return alpaca_prompt(text, fields.get("input")) if fmt == "alpaca" else text
+
+
+def _conversation(fields: dict[str, Any], default_system: str | None) -> list[dict[str, str]]:
+    """The chat messages of a request: its `messages`, or its prompt after its (or the default) system message."""
+    if "messages" in fields:
+        if {"prompt", "instruction"} & set(fields):
+            raise ValueError("a chat request takes either messages or a prompt, not both")
+        messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in fields["messages"]]
+        if not messages or messages[-1]["role"] != "user":
+            raise ValueError(f"messages must end with a user message, got {messages[-1:] or 'none'}")
+        if messages[0]["role"] == "system":
+            if "system" in fields:
+                raise ValueError("the request gives a system message twice: as system and in messages")
+            return messages
+    else:
+        text = fields.get("prompt", fields.get("instruction"))
+        if not isinstance(text, str):
+            raise ValueError(f"a chat request needs a string prompt or messages, got {fields or 'no fields'}")
+        messages = [{"role": "user", "content": text}]
+    system = fields.get("system", default_system)
+    return ([{"role": "system", "content": system}] if system is not None else []) + messages
+
+
+def common_system_message(rows: list[dict[str, Any]], fmt: str) -> str | None:
+    """The system message every row of a chat dataset starts with, when it is one and the same; else None.
+
+    Serving uses it as the default, so a request without a system message is prompted as every training row was.
+    """
+    if fmt != "chat" or not rows:
+        return None
+    systems = {row["messages"][0]["content"] if row["messages"][0]["role"] == "system" else None for row in rows}
+    return systems.pop() if len(systems) == 1 else None
