@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import lookup
+from .prompting import check_request
 
 
 def cmd_models(client, args) -> Any:
@@ -64,8 +66,20 @@ def cmd_generate(client, args) -> Any:
     requests = generation_requests(args)
     ref = lookup.parse_ref(args.ref)
     lookup.resolve(client, ref)  # a clear error before a slow download
+    # The model's training format, from its MLmodel file alone: bad requests fail before the weights load.
+    config = mlflow.models.Model.load(ref.uri).flavors["python_function"].get("config") or {}
+    for n, request in enumerate(requests, 1):
+        try:
+            check_request(request, config.get("prompt_format", "text"))
+        except ValueError as err:
+            raise lookup.LookupFailed(f"request {n}: {err}") from None
     model = mlflow.pyfunc.load_model(ref.uri)
-    outputs = model.predict(pd.DataFrame(requests), params={"max_new_tokens": args.max_new_tokens})
+    outputs = []
+    # One call per run of rows with the same fields: MLflow cannot convert a column that some rows leave out
+    # when its values are lists (messages).
+    for _, group in itertools.groupby(requests, key=lambda r: sorted(r)):
+        rows = list(group)
+        outputs += model.predict(pd.DataFrame(rows), params={"max_new_tokens": args.max_new_tokens})
     return [{**r, "generation": g} for r, g in zip(requests, outputs)]
 
 

@@ -74,16 +74,30 @@ def render_request(request: dict[str, Any], fmt: str, tokenizer: Any, default_sy
     """Render one serving request into the prompt text training rendered for a row of format `fmt`.
 
     Args:
-        request: fields of one request. alpaca: `instruction` (or `prompt`) and optional `input`; chat: `prompt`
-            (or `instruction`) with an optional `system` message, or a whole `messages` conversation ending with
-            a user turn; prompt_completion and text: `prompt`.
+        request: fields of one request (see `check_request`).
         fmt: the training data's format (one of FORMATS).
         tokenizer: the model's tokenizer (chat formats render with its chat template).
         default_system: the system message every training row had (chat only); used when the request has none.
     Returns:
         The prompt text, ending where the model's answer starts.
     Raises:
-        ValueError: naming the field the format does not take, or the field that is missing.
+        ValueError: from `check_request`.
+    """
+    fields = check_request(request, fmt)
+    if fmt == "chat":
+        return chat_prompt(_conversation(fields, default_system), tokenizer)
+    text = fields.get("instruction", fields.get("prompt"))
+    return alpaca_prompt(text, fields.get("input")) if fmt == "alpaca" else text
+
+
+def check_request(request: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """The fields a request gives, checked against what format `fmt` takes (no model or tokenizer needed).
+
+    alpaca: `instruction` (or `prompt`) and optional `input`; chat: `prompt` (or `instruction`) with an optional
+    `system` message, or a whole `messages` conversation ending with a user turn; prompt_completion, text: `prompt`.
+    Absent fields (None, or NaN where a DataFrame row leaves one out) do not count.
+    Raises:
+        ValueError: naming the field the format does not take, the one missing, or the one of the wrong type.
     """
     fields = {k: v for k, v in request.items() if _given(v)}
     if fmt not in ACCEPTED:
@@ -94,32 +108,39 @@ def render_request(request: dict[str, Any], fmt: str, tokenizer: Any, default_sy
                          f"its request fields are {', '.join(ACCEPTED[fmt])}")
     if {"instruction", "prompt"} <= set(fields):
         raise ValueError("the request gives both instruction and prompt; they are the same field, give one")
-    if fmt == "chat":
-        return chat_prompt(_conversation(fields, default_system), tokenizer)
-    text = fields.get("instruction", fields.get("prompt"))
-    if not isinstance(text, str):
-        expected = "instruction (or prompt)" if fmt == "alpaca" else "prompt"
-        raise ValueError(f"the request needs a string {expected}, got {fields or 'no fields'}")
-    return alpaca_prompt(text, fields.get("input")) if fmt == "alpaca" else text
+    wrong = next((k for k, v in fields.items() if k != "messages" and not isinstance(v, str)), None)
+    if wrong:
+        raise ValueError(f"field {wrong!r} must be a string, got {type(fields[wrong]).__name__} "
+                         "(send one record per request, not a column of values)")
+    if "messages" in fields:
+        _check_messages(fields)
+    elif not {"instruction", "prompt"} & set(fields):
+        expected = {"alpaca": "instruction (or prompt)", "chat": "prompt or messages"}.get(fmt, "prompt")
+        raise ValueError(f"the request needs a string {expected}, got {sorted(fields) or 'no fields'}")
+    return fields
+
+
+def _check_messages(fields: dict[str, Any]) -> None:
+    if {"prompt", "instruction"} & set(fields):
+        raise ValueError("a chat request takes either messages or a prompt, not both")
+    messages = list(fields["messages"])
+    if not all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+               for m in messages):
+        raise ValueError("messages must be a list of objects with string role and content")
+    if not messages or messages[-1]["role"] != "user":
+        raise ValueError(f"messages must end with a user message, got {messages[-1:] or 'none'}")
+    if messages[0]["role"] == "system" and "system" in fields:
+        raise ValueError("the request gives a system message twice: as system and in messages")
 
 
 def _conversation(fields: dict[str, Any], default_system: str | None) -> list[dict[str, str]]:
-    """The chat messages of a request: its `messages`, or its prompt after its (or the default) system message."""
+    """The chat messages of a checked request: its `messages`, or its prompt, after its (or the default) system."""
     if "messages" in fields:
-        if {"prompt", "instruction"} & set(fields):
-            raise ValueError("a chat request takes either messages or a prompt, not both")
-        messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in fields["messages"]]
-        if not messages or messages[-1]["role"] != "user":
-            raise ValueError(f"messages must end with a user message, got {messages[-1:] or 'none'}")
+        messages = [{"role": m["role"], "content": m["content"]} for m in fields["messages"]]
         if messages[0]["role"] == "system":
-            if "system" in fields:
-                raise ValueError("the request gives a system message twice: as system and in messages")
             return messages
     else:
-        text = fields.get("prompt", fields.get("instruction"))
-        if not isinstance(text, str):
-            raise ValueError(f"a chat request needs a string prompt or messages, got {fields or 'no fields'}")
-        messages = [{"role": "user", "content": text}]
+        messages = [{"role": "user", "content": fields.get("prompt", fields.get("instruction"))}]
     system = fields.get("system", default_system)
     return ([{"role": "system", "content": system}] if system is not None else []) + messages
 

@@ -70,6 +70,8 @@ def test_absent_fields_of_a_dataframe_row_do_not_count(tokenizer):
     ({"prompt": "x", "input": "y"}, "chat", "does not take input"),
     ({"instruction": "x"}, "text", "does not take instruction"),
     ({"input": "y"}, "alpaca", "needs a string instruction"),
+    ({"system": "s"}, "chat", "needs a string prompt or messages"),
+    ({"messages": [{"role": "user"}]}, "chat", "string role and content"),
     ({"instruction": "x", "prompt": "x"}, "alpaca", "both instruction and prompt"),
     ({"messages": [{"role": "user", "content": "x"}], "prompt": "x"}, "chat", "either messages or a prompt"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}, "chat",
@@ -77,6 +79,7 @@ def test_absent_fields_of_a_dataframe_row_do_not_count(tokenizer):
     ({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "x"}], "system": "s"}, "chat",
      "system message twice"),
     ({"prompt": "x"}, "nope", "unknown data format 'nope'"),
+    ({"instruction": ["a", "b"]}, "alpaca", "field 'instruction' must be a string, got list"),
 ])
 def test_requests_a_format_cannot_take_fail_naming_the_field(request_, fmt, message, tokenizer):
     with pytest.raises(ValueError, match=message):
