@@ -81,26 +81,35 @@ def _join_continued(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return joined
 
 
-def readme_commands(text: str) -> list[Command]:
-    """Commands in bash/console blocks (console: the `$ ` lines) and inline code spans starting with a program."""
-    commands, prose, block, body = [], [], None, []
+def split_readme(text: str) -> tuple[list[tuple[int, str]], list[tuple[str, list[tuple[int, str]]]]]:
+    """(prose lines, fenced blocks as (language, lines)), each line with its number."""
+    prose, blocks, block = [], [], None
     for number, line in enumerate(text.splitlines(), 1):
         fence = re.match(r"^```(\w*)", line)
         if fence and block is None:
-            block, body = fence[1], []
+            block = (fence[1], [])
         elif line.startswith("```"):
-            commands += _block_commands(block, body)
+            blocks.append(block)
             block = None
         elif block is None:
             prose.append((number, line))
         else:
-            body.append((number, line))
+            block[1].append((number, line))
+    return prose, blocks
+
+
+def inline_spans(prose: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Inline code spans of the prose (they may wrap a line), whitespace collapsed, with their first line."""
     flat = "\n".join(line for _, line in prose)
     starts = [number for number, line in prose for _ in range(len(line) + 1)]
-    for match in re.finditer(r"`([^`]+)`", flat):
-        span = " ".join(match[1].split())
-        if PROGRAM.match(span):
-            commands.append(Command(span, starts[match.start()]))
+    return [(starts[m.start()], " ".join(m[1].split())) for m in re.finditer(r"`([^`]+)`", flat)]
+
+
+def readme_commands(text: str) -> list[Command]:
+    """Commands in bash/console blocks (console: the `$ ` lines) and inline code spans starting with a program."""
+    prose, blocks = split_readme(text)
+    commands = [c for lang, body in blocks for c in _block_commands(lang, body)]
+    commands += [Command(span, line) for line, span in inline_spans(prose) if PROGRAM.match(span)]
     unique = {c.normal: c for c in reversed(commands)}  # the first place each command appears
     # A bare span that begins a command shown in full elsewhere (`mlflow models serve`) only names it.
     full = [c for c in unique.values()
@@ -229,7 +238,7 @@ def test_readme_rest_bodies_are_accepted_by_the_model_signature():
     from ops.prompting import render_request
     from ops.pyfunc_model import as_requests, signature
 
-    spans = [" ".join(s.split()) for s in re.findall(r"`([^`]+)`", README.read_text())]
+    spans = [span for _, span in inline_spans(split_readme(README.read_text())[0])]
     bodies = [json.loads(s) for s in spans if re.match(r'\{"(inputs|dataframe_\w+)"', s)]
     assert bodies
     for body in bodies:
