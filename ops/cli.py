@@ -115,7 +115,7 @@ def print_show(result: dict, args) -> None:
         print(f"\n{section}:")
         width = max((len(k) for k in result[section]), default=0)
         for key, value in result[section].items():
-            shown = lookup._cell(value) if section == "metrics" else str(value)
+            shown = lookup._cell(value) if section == "metrics" else lookup.shorten(str(value))
             print(f"  {key:<{width}}  {shown}")
 
 

@@ -248,6 +248,9 @@ def test_readme_rest_bodies_are_accepted_by_the_model_signature():
 
 
 def run_shell(command: str, env: dict, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a README command with bash; `.venv/bin/` is the environment running the tests (the README's venv
+    is the one `make` creates in the checkout)."""
+    command = re.sub(r"(^|\s)\.venv/bin/", rf"\g<1>{BIN}/", command)
     return subprocess.run(["bash", "-c", command], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 

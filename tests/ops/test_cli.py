@@ -79,6 +79,19 @@ def test_show_prints_lineage_params_and_metrics(cli):
     assert details["params"]["train.r"] == "8" and details["metrics"]["tuned.eval_loss"] == 2.5
 
 
+def test_show_cuts_long_values_of_older_registrations_to_one_short_line(cli, home):
+    """Versions registered before checksums became an artifact carry them as one long JSON tag."""
+    from mlflow import MlflowClient
+
+    long_tag = json.dumps({f"file{i}.safetensors": "0" * 64 for i in range(20)})
+    MlflowClient(default_tracking_uri(home)).set_model_version_tag("tiny", "1", "legacy_sha256", long_tag)
+    code, out, _ = cli("show", "tiny/1")
+    (line,) = [line for line in out.splitlines() if "legacy_sha256" in line]
+    assert code == 0 and len(line.strip()) < 140 and f"({len(long_tag):,} characters)" in line
+    code, out, _ = cli("show", "tiny/1", "--json")
+    assert json.loads(out)["tags"]["legacy_sha256"] == long_tag
+
+
 def test_generate_prints_one_line_per_prompt(cli):
     code, out, err = cli("generate", "tiny@candidate", "Give the first word.", "--input", "quick brown fox",
                          "--max-new-tokens", "3", "--json")

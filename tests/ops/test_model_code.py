@@ -16,7 +16,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from ops.fingerprint import ChecksumMismatch, file_checksums
 from ops.model_code import PACKAGE_DIR, package_serving_code, relative_imports, serving_modules
+from ops.pyfunc_model import CHECKSUMS_ARTIFACT, CHECKSUMS_DIGEST_KEY, checksums_digest, verify_adapter
 from ops.registry import mlflow_uris, register_adapter
 from ops.specs import RegistrySpec
 
@@ -112,3 +114,20 @@ def test_runs_its_logged_code_not_an_importable_project_copy(model_dir, tmp_path
     result = load_in_fresh_process(model_dir, cwd=tmp_path, before="import ops.generation", pythonpath=project)
     assert Path(result["ops_file"]).resolve().is_relative_to(project.resolve())
     assert_runs_its_own_code(result, model_dir)
+
+
+def test_load_refuses_adapter_files_or_a_checksums_file_changed_after_registration(tmp_path):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    checksums = tmp_path / "adapter_checksums.json"
+    checksums.write_text(json.dumps(file_checksums(adapter), sort_keys=True))
+    artifacts = {"adapter": str(adapter), CHECKSUMS_ARTIFACT: str(checksums)}
+    config = {CHECKSUMS_DIGEST_KEY: checksums_digest(checksums)}
+    verify_adapter(artifacts, config)
+    (adapter / "adapter_model.safetensors").write_bytes(b"weightz")
+    with pytest.raises(ChecksumMismatch, match=r"adapter_model.safetensors \(changed or missing\)"):
+        verify_adapter(artifacts, config)
+    checksums.write_text(json.dumps(file_checksums(adapter), sort_keys=True))  # the tamperer updates the list too
+    with pytest.raises(ChecksumMismatch, match="does not match the digest in the model config"):
+        verify_adapter(artifacts, config)
