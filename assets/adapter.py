@@ -46,7 +46,7 @@ def qlora_adapter(
                 **{f"{k}_fingerprint": v for k, v in inputs.items()}}
         try:
             run_id = resume_or_start_run(checkpoints / "mlflow_run_id", tracking_uri, mlflow.experiment,
-                                         f"adapter-{fp}", {"train": spec.model_dump()}, tags, mlflow.artifact_location)
+                                         f"adapter-{fp}", {"adapter": spec.model_dump()}, tags, mlflow.artifact_location)
         except Exception as err:  # the tracking server may be briefly away; nothing has been trained yet
             context.log.warning(f"MLflow at {redact_uri(tracking_uri)} did not take the run ({err}); retrying")
             raise dg.RetryRequested(max_retries=3, seconds_to_wait=5) from err

@@ -65,7 +65,8 @@ def registered_adapter(
         tracking_uri=tracking_uri, registry_uri=registry_uri, artifact_location=mlflow.artifact_location,
         experiment=mlflow.experiment, spec=RegistrySpec(**config.model_dump(exclude={"force"})),
         adapter_dir=Path(qlora_adapter.path) / "adapter", base_model_dir=Path(quantized_base_model.path) / "model",
-        prompt_format=summaries["dataset"]["format"],
+        prompt_format=summaries["dataset"]["format"], system_message=summaries["dataset"].get("system_message"),
+        # One name per param: the adapter's config is `adapter.*` here and on the training run it resumes.
         params={"base_model": base_model.model_id, **{k: s["config"] for k, s in summaries.items()}},
         metrics={"base": report["base"], "tuned": report["tuned"], "train_final_loss": summaries["adapter"]["final_loss"]},
         report_path=Path(adapter_evaluation.path) / "report.json", tags=_lineage(context, summaries["base"], refs, fp),
@@ -78,10 +79,13 @@ def registered_adapter(
         info = register_once(**registration)
     return dg.MaterializeResult(
         metadata={
-            "model_uri": info["model_uri"],
+            "model_uri": info["model_uri"],  # models:/NAME/VERSION: always this adapter's version
             "model_name": info["model_name"],
             "version": dg.MetadataValue.int(info["version"]),
             "alias": info["alias"],
+            "alias_uri": info["alias_uri"],  # moves with later registrations: may name another version
+            "alias_version": dg.MetadataValue.int(info["alias_version"] or 0),  # 0: the alias is not set
+            "version_aliases": ", ".join(info["version_aliases"]) or "none",
             "gate_decision": info["gate_decision"],  # champion or challenger (ops/champion.py)
             "mlflow_run_id": info["run_id"],
             "tracking_uri": redact_uri(tracking_uri),

@@ -2,13 +2,14 @@
 
     qlora models [NAME] [--json]           registered models, or one model's versions
     qlora show NAME@ALIAS|NAME/VERSION     one version's lineage tags, params and metrics
-    qlora generate REF PROMPT... [--max-new-tokens N]
+    qlora generate REF [PROMPT...] [--input TEXT]... [--system TEXT] [--messages JSON]... [--max-new-tokens N]
     qlora export REF OUT_DIR [--dtype auto|bfloat16|float32]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import lookup
+from .prompting import check_request
 
 
 def cmd_models(client, args) -> Any:
@@ -31,15 +33,54 @@ def cmd_show(client, args) -> Any:
     return lookup.version_details(client, lookup.resolve(client, lookup.parse_ref(args.ref)))
 
 
-def cmd_generate(client, args) -> Any:
-    """Load the registered pyfunc model and generate for each prompt."""
-    import mlflow
+def generation_requests(args) -> list[dict[str, Any]]:
+    """The request rows `qlora generate` sends: one per PROMPT (with its --input), one per --messages.
 
+    A PROMPT is the instruction of an alpaca model, the user message of a chat model, else the raw prompt.
+    --input is given once for every prompt or once per prompt; --system goes with every request.
+    """
+    prompts, inputs = list(args.prompts), list(args.input or [])
+    if inputs and len(inputs) not in (1, len(prompts)):
+        raise lookup.LookupFailed(f"--input was given {len(inputs)} times for {len(prompts)} prompts; "
+                                  "give it once (for every prompt) or once per prompt")
+    requests = [{"prompt": p, **({"input": inputs[0] if len(inputs) == 1 else inputs[i]} if inputs else {})}
+                for i, p in enumerate(prompts)]
+    for text in args.messages or []:
+        try:
+            messages = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise lookup.LookupFailed(f"--messages is not JSON ({err.msg}): {text[:80]!r}") from None
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise lookup.LookupFailed(f'--messages must be a JSON list of {{"role", "content"}} objects: {text[:80]!r}')
+        requests.append({"messages": messages})
+    if not requests:
+        raise lookup.LookupFailed("nothing to generate: give a PROMPT or --messages")
+    return [{**r, "system": args.system} if args.system is not None else r for r in requests]
+
+
+def cmd_generate(client, args) -> Any:
+    """Load the registered pyfunc model and generate for each request, rendered as in training."""
+    import mlflow
+    import pandas as pd
+
+    requests = generation_requests(args)
     ref = lookup.parse_ref(args.ref)
     lookup.resolve(client, ref)  # a clear error before a slow download
+    # The model's training format, from its MLmodel file alone: bad requests fail before the weights load.
+    config = mlflow.models.Model.load(ref.uri).flavors["python_function"].get("config") or {}
+    for n, request in enumerate(requests, 1):
+        try:
+            check_request(request, config.get("prompt_format", "text"))
+        except ValueError as err:
+            raise lookup.LookupFailed(f"request {n}: {err}") from None
     model = mlflow.pyfunc.load_model(ref.uri)
-    outputs = model.predict(list(args.prompts), params={"max_new_tokens": args.max_new_tokens})
-    return [{"prompt": p, "generation": g} for p, g in zip(args.prompts, outputs)]
+    outputs = []
+    # One call per run of rows with the same fields: MLflow cannot convert a column that some rows leave out
+    # when its values are lists (messages).
+    for _, group in itertools.groupby(requests, key=lambda r: sorted(r)):
+        rows = list(group)
+        outputs += model.predict(pd.DataFrame(rows), params={"max_new_tokens": args.max_new_tokens})
+    return [{**r, "generation": g} for r, g in zip(requests, outputs)]
 
 
 def cmd_export(client, args) -> Any:
@@ -74,13 +115,16 @@ def print_show(result: dict, args) -> None:
         print(f"\n{section}:")
         width = max((len(k) for k in result[section]), default=0)
         for key, value in result[section].items():
-            shown = lookup._cell(value) if section == "metrics" else str(value)
+            shown = lookup._cell(value) if section == "metrics" else lookup.shorten(str(value))
             print(f"  {key:<{width}}  {shown}")
 
 
 def print_generate(result: list[dict], args) -> None:
     for row in result:
-        print(row["generation"] if len(result) == 1 else f"{row['prompt']!r} -> {row['generation']}")
+        asked = row["prompt"] if "prompt" in row else row["messages"][-1]["content"]
+        if "input" in row:
+            asked = f"{asked} | {row['input']}"
+        print(row["generation"] if len(result) == 1 else f"{asked!r} -> {row['generation']}")
 
 
 def print_export(result: dict, args) -> None:
@@ -104,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("ref", help="NAME@ALIAS or NAME/VERSION")
     gen = sub.add_parser("generate", help="generate with a registered model")
     gen.add_argument("ref", help="NAME@ALIAS or NAME/VERSION")
-    gen.add_argument("prompts", nargs="+")
+    gen.add_argument("prompts", nargs="*", metavar="PROMPT",
+                     help="an alpaca model's instruction, a chat model's user message, else the whole prompt")
+    gen.add_argument("--input", action="append", metavar="TEXT",
+                     help="alpaca input section: once for every prompt, or once per prompt")
+    gen.add_argument("--system", metavar="TEXT", help="chat system message (default: the one the training data had)")
+    gen.add_argument("--messages", action="append", metavar="JSON",
+                     help='a whole chat conversation ending with a user turn: \'[{"role": "user", "content": "..."}]\'')
     gen.add_argument("--max-new-tokens", type=int, default=32)
     export = sub.add_parser("export", help="write the base with the adapter merged, loadable without PEFT/bnb")
     export.add_argument("ref", help="NAME@ALIAS or NAME/VERSION")

@@ -15,7 +15,7 @@ import datasets
 
 from .chat_template import stop_token_ids
 from .data_loading import DataError, detect_format, load_rows, unused_columns, validate_rows
-from .prompting import render_example
+from .prompting import common_system_message, render_example
 from .specs import DataSpec
 from .tokens import IGNORE_INDEX, with_bos
 
@@ -193,6 +193,7 @@ def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable
         "target_tokens": targets,
         **counts,
         "max_seq_len": spec.max_seq_len,
+        "system_message": common_system_message([rows[i] for i in kept], fmt),  # serving's default (chat data)
         "preview": [{"prompt": _clip(e["prompt"]), "completion": _clip(e["completion"])} for e in examples[:PREVIEW_ROWS]],
     }
 

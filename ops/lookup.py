@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from .paths import default_tracking_uri
 
 PRIMARY_METRICS = ("tuned.eval_loss", "tuned.exact_match")
+SHOW_CHARS = 100  # longer values (an older registration's checksum JSON tag) are cut in `show`; --json has them whole
 # Fail in seconds when a server does not answer; MLflow's defaults retry for minutes. Users may override.
 FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
@@ -165,6 +166,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(header, *cells)]
     lines = [header, *cells]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def shorten(text: str, limit: int = SHOW_CHARS) -> str:
+    """`text`, or its start and its length when it is longer than `limit` characters (one line in a table)."""
+    return text if len(text) <= limit else f"{text[:limit - 24]}... ({len(text):,} characters)"
 
 
 def _cell(value: Any) -> str:

@@ -1,12 +1,18 @@
 """The MLflow pyfunc model that serves a registered adapter: 4-bit base + LoRA adapter + the training prompt format.
 
-MLflow logs this file as "models from code" (no pickle): loading the model runs this file, whose last line
-hands MLflow an `AdapterGenerator`. The project's `ops` package travels with the model (`code_paths`), so the
-`ops.*` imports below resolve in a fresh process that has only the dependencies installed.
+MLflow logs it as "models from code" (no pickle). At log time the modules this file needs are copied into a
+package of their own, `qlora_model_<hash>` (ops/model_code.py), and a generated two-line stub hands MLflow an
+`AdapterGenerator` from there; so the imports below are relative, and a loaded model runs the code it was
+logged with, beside any host application's packages.
+
+Requests carry the fields of the training format (ops/prompting.render_request): alpaca `instruction` (or
+`prompt`) and optional `input`; chat `prompt` with an optional `system`, or whole `messages`; otherwise `prompt`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -15,51 +21,73 @@ import mlflow
 import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import Array, Object, Property
 
-from ops.device import resolve_device
-from ops.fingerprint import verify_checksums
-from ops.generation import generate
-from ops.modeling import device_map, load_adapter_model, load_tokenizer
-from ops.prompting import render_user_prompt
+from .cpu_kernels import guard_packed_kernel
+from .device import resolve_device
+from .fingerprint import ChecksumMismatch, verify_checksums
+from .generation import generate
+from .modeling import device_map, load_adapter_model, load_tokenizer
+from .prompting import REQUEST_FIELDS, render_request
 
-MODEL_CODE = Path(__file__).resolve()
-OPS_DIR = MODEL_CODE.parent
 DEFAULT_MAX_NEW_TOKENS = 32
 DEFAULT_BATCH_SIZE = 8  # prompts per generate() call: bounds padding waste and activation memory
-# (input, params): MLflow predicts on it when logging, and 4 tokens keep that check quick.
-INPUT_EXAMPLE = (["Give the first word.\nquick brown fox"], {"max_new_tokens": 4})
 # What serving needs; pinned to this environment so the logged model states what it was tested with.
 RUNTIME_PACKAGES = ("mlflow", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "safetensors",
                     "tokenizers", "pandas")
+CHECKSUMS_ARTIFACT = "adapter_checksums"  # the model artifact holding {adapter file: sha256}
+CHECKSUMS_DIGEST_KEY = "adapter_checksums_sha256"  # model_config key: sha256 of that JSON file
 
 
 class AdapterGenerator(mlflow.pyfunc.PythonModel):
     """Greedy generation from the 4-bit base with the LoRA adapter, prompts rendered as in training."""
 
     def load_context(self, context) -> None:
-        """Load base, adapter and tokenizer from the model's artifacts onto the best local device."""
+        """Verify the adapter files, then load base, adapter and tokenizer onto the best local device."""
         self.device = resolve_device()
         config = context.model_config or {}
         self.prompt_format = config.get("prompt_format", "text")
-        if "adapter_sha256" in config:
-            verify_checksums(Path(context.artifacts["adapter"]), config["adapter_sha256"], "adapter files")
+        self.system_message = config.get("system_message")  # the training data's one system message, if any
+        verify_adapter(context.artifacts, config)
         if "base_model" in context.artifacts:
             self.tokenizer = load_tokenizer(context.artifacts["base_model"], padding_side="left")
             self.model = load_adapter_model(context.artifacts["base_model"], context.artifacts["adapter"], self.device)
         else:  # logged without the base: fetch it from the hub and quantize it as in training
             self.tokenizer, self.model = load_hub_adapter_model(config, context.artifacts["adapter"], self.device)
 
-    # Typed as DataFrame because pyfunc always hands one over after enforcing the signature (a list or a
-    # string becomes one unnamed column); MLflow skips its type-hint validation for DataFrame hints.
+    # Typed as DataFrame because pyfunc hands one over after enforcing the signature; MLflow skips its
+    # type-hint validation for DataFrame hints.
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> list[str]:
-        """Generate a completion for each prompt (a DataFrame column; lists and strings work when called directly)."""
+        """Generate a completion per request row (DataFrame rows; records, dicts and strings work when called directly)."""
         params = params or {}
-        prompts = [render_user_prompt(p, self.prompt_format, self.tokenizer) for p in as_prompts(model_input)]
+        prompts = []
+        for n, request in enumerate(as_requests(model_input), 1):
+            try:
+                prompts.append(render_request(request, self.prompt_format, self.tokenizer, self.system_message))
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"request {n}: {err}") from None
         return generate(
             self.model, self.tokenizer, prompts,
             max_new_tokens=int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
             batch_size=int(params.get("batch_size", DEFAULT_BATCH_SIZE)),
         )
+
+
+def checksums_digest(path: str | Path) -> str:
+    """sha256 (hex) of the checksums file's bytes: what the model config records, and the version tag's prefix."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def verify_adapter(artifacts: dict[str, str], config: dict[str, Any]) -> None:
+    """Refuse adapter files that differ from those registered: the checksums file must match the digest in the
+    model config, and the adapter files the checksums in it (raises fingerprint.ChecksumMismatch)."""
+    if CHECKSUMS_DIGEST_KEY not in config:
+        return
+    path = Path(artifacts[CHECKSUMS_ARTIFACT])
+    if checksums_digest(path) != config[CHECKSUMS_DIGEST_KEY]:
+        raise ChecksumMismatch(f"{path} does not match the digest in the model config; refusing to load a "
+                               "tampered or corrupted model")
+    verify_checksums(Path(artifacts["adapter"]), json.loads(path.read_text()), "adapter files")
 
 
 def load_hub_adapter_model(config: dict[str, Any], adapter_dir: str, device) -> tuple[Any, Any]:
@@ -71,35 +99,68 @@ def load_hub_adapter_model(config: dict[str, Any], adapter_dir: str, device) -> 
     bnb = BitsAndBytesConfig.from_dict({**config["quantization_config"], "bnb_4bit_compute_dtype": device.dtype_name})
     base = AutoModelForCausalLM.from_pretrained(model_id, revision=revision, quantization_config=bnb,
                                                 device_map=device_map(device), dtype=device.compute_dtype)
+    guard_packed_kernel(base)  # as for every 4-bit model loaded on a CPU (ops/cpu_kernels.py)
     model = PeftModel.from_pretrained(base, adapter_dir)
     model.eval()
     return load_tokenizer(model_id, revision=revision, padding_side="left"), model
 
 
-def as_prompts(model_input: Any) -> list[str]:
-    """Normalise what pyfunc may pass (DataFrame, Series, list, str) to a list of prompt strings."""
-    if isinstance(model_input, pd.DataFrame):
-        # With the signature below MLflow hands over a DataFrame: a `prompt` column, or one unnamed column.
-        column = "prompt" if "prompt" in model_input.columns else model_input.columns[0]
-        return [str(p) for p in model_input[column].tolist()]
-    if isinstance(model_input, pd.Series):
-        return [str(p) for p in model_input.tolist()]
+def as_requests(model_input: Any) -> list[dict[str, Any]]:
+    """Normalise what pyfunc may pass (DataFrame, records, a dict of columns, strings) to one dict per request.
+
+    Raises:
+        ValueError: the input has none of the request fields; MLflow drops columns the signature does not
+            name, so a plain list of strings arrives as a frame without columns.
+    """
     if isinstance(model_input, str):
-        return [model_input]
-    return [str(p) for p in model_input]
+        return [{"prompt": model_input}]
+    if isinstance(model_input, dict):
+        model_input = pd.DataFrame(model_input if _columns(model_input) else [model_input])
+    if isinstance(model_input, pd.Series):
+        model_input = model_input.to_frame(model_input.name if model_input.name in REQUEST_FIELDS else "prompt")
+    if isinstance(model_input, pd.DataFrame):
+        known = [c for c in model_input.columns if c in REQUEST_FIELDS]
+        if not known:
+            raise ValueError(f"the request has none of the fields {', '.join(REQUEST_FIELDS)} (got columns "
+                             f"{list(model_input.columns)}); send records such as "
+                             '[{"instruction": "...", "input": "..."}] or [{"prompt": "..."}]')
+        return model_input[known].to_dict("records")
+    return [{"prompt": item} if isinstance(item, str) else dict(item) for item in model_input]
+
+
+def _columns(mapping: dict) -> bool:
+    """Whether a dict holds columns (a list of values per field) rather than one request's fields."""
+    listed = (list, tuple, pd.Series)
+    if not all(isinstance(v, listed) for v in mapping.values()):
+        return False
+    return all(isinstance(m, listed) for m in mapping.get("messages", []))  # a column of conversations
 
 
 def signature() -> ModelSignature:
-    """Strings in, strings out; generation settings as params so callers can change them per request."""
-    # An unnamed string column accepts a list of strings, one string, or a DataFrame with a `prompt` column.
+    """Named, optional request fields in, strings out; generation settings as params changeable per request."""
+    message = Object([Property("role", "string"), Property("content", "string")])
     return ModelSignature(
-        inputs=Schema([ColSpec("string")]),
+        inputs=Schema([ColSpec("string", "prompt", required=False),
+                       ColSpec("string", "instruction", required=False),
+                       ColSpec("string", "input", required=False),
+                       ColSpec("string", "system", required=False),
+                       ColSpec(Array(message), "messages", required=False)]),
         outputs=Schema([ColSpec("string")]),
         params=ParamSchema([
             ParamSpec("max_new_tokens", "long", DEFAULT_MAX_NEW_TOKENS),
             ParamSpec("batch_size", "long", DEFAULT_BATCH_SIZE),
         ]),
     )
+
+
+def input_example(prompt_format: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(input, params) in the fields of `prompt_format`: MLflow predicts on it at log time, shows it on the
+    model page and stores it as the serving example; 4 new tokens keep that check quick."""
+    if prompt_format == "alpaca":
+        request = {"instruction": "Give the first word.", "input": "quick brown fox"}
+    else:
+        request = {"prompt": "Give the first word of: quick brown fox"}
+    return pd.DataFrame([request]), {"max_new_tokens": 4}
 
 
 def pip_requirements() -> list[str]:
@@ -112,6 +173,3 @@ def pip_requirements() -> list[str]:
         except PackageNotFoundError:
             reqs.append(name)
     return reqs
-
-
-mlflow.models.set_model(AdapterGenerator())

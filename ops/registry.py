@@ -1,7 +1,8 @@
 """Register a trained adapter in MLflow: a run, a logged pyfunc model, a registry version with lineage tags, an alias.
 
 MLflow 3 registers *logged models* (`models:/<model_id>`), not plain run artifacts, so the adapter is logged
-as the pyfunc model in `ops.pyfunc_model`, which carries the 4-bit base, the adapter and the `ops` code.
+as the pyfunc model in `ops.pyfunc_model`, which carries the 4-bit base, the adapter, the adapter's checksums
+and its own copy of the serving code (ops/model_code.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,8 @@ from mlflow.exceptions import MlflowException
 from . import pyfunc_model
 from .base_model import _looks_like_path
 from .champion import apply_gate
-from .fingerprint import file_checksums
+from .fingerprint import FINGERPRINT_LEN, file_checksums
+from .model_code import importable, package_serving_code
 from .specs import RegistrySpec
 from .tracking import ensure_experiment, flatten_params
 
@@ -117,24 +120,28 @@ class ServingCheck(logging.Handler):
             self.failures.append(record.getMessage())
 
 
-def log_adapter_model(adapter_dir: Path, base_model_dir: Path, prompt_format: str, hub_base: dict | None = None):
-    """Log the pyfunc model (base, adapter, ops code) under the active run; returns MLflow's ModelInfo.
+def log_adapter_model(adapter_dir: Path, base_model_dir: Path, prompt_format: str, hub_base: dict | None = None,
+                      system_message: str | None = None):
+    """Log the pyfunc model (base, adapter, checksums, serving code) under the active run.
 
     With `hub_base` ({"base_model_id", "base_model_revision"}) the 4-bit base is not copied: the model records
     the hub id, revision and quantization config, and loading quantizes the hub checkpoint the same way.
+    `system_message` (chat data whose rows all had it) becomes serving's default system message.
+    Returns:
+        (MLflow's ModelInfo, the sha256 of the adapter checksums file the model verifies at load).
     """
     # MLflow loads the logged model and predicts on the input example, but only warns when that fails;
     # a model that cannot serve must not be registered, so the warning becomes an error here.
     check, mlflow_logger = ServingCheck(), logging.getLogger("mlflow.models.model")
     mlflow_logger.addHandler(check)
     try:
-        info = _log_pyfunc(adapter_dir, base_model_dir, prompt_format, hub_base)
+        info, digest = _log_pyfunc(adapter_dir, base_model_dir, prompt_format, hub_base, system_message)
     finally:
         mlflow_logger.removeHandler(check)
     if check.failures:
         raise RuntimeError(f"the logged model {info.model_uri} failed to predict on its input example: "
                            f"{check.failures[0][-2000:]}")
-    return info
+    return info, digest
 
 
 def hub_base_config(tags: dict[str, str], base_model_dir: Path) -> dict | None:
@@ -147,28 +154,58 @@ def hub_base_config(tags: dict[str, str], base_model_dir: Path) -> dict | None:
             "quantization_config": quantization}
 
 
-def _log_pyfunc(adapter_dir: Path, base_model_dir: Path, prompt_format: str, hub_base: dict | None = None):
-    artifacts = {"adapter": str(adapter_dir)} if hub_base else {"base_model": str(base_model_dir),
-                                                                "adapter": str(adapter_dir)}
-    return mlflow.pyfunc.log_model(
-        name=MODEL_ARTIFACT,
-        python_model=str(pyfunc_model.MODEL_CODE),
-        code_paths=[str(pyfunc_model.OPS_DIR)],
-        artifacts=artifacts,
-        # Checksums travel inside the model, so every load verifies the adapter files it was registered with.
-        model_config={"prompt_format": prompt_format, "adapter_sha256": file_checksums(Path(adapter_dir)),
-                      **(hub_base or {})},
-        signature=pyfunc_model.signature(),
-        input_example=pyfunc_model.INPUT_EXAMPLE,
-        pip_requirements=pyfunc_model.pip_requirements(),
-    )
+def _log_pyfunc(adapter_dir: Path, base_model_dir: Path, prompt_format: str, hub_base: dict | None,
+                system_message: str | None):
+    with tempfile.TemporaryDirectory(prefix="qlora-model-") as tmp:
+        package, stub = package_serving_code(Path(tmp) / "code")
+        checksums = Path(tmp) / f"{pyfunc_model.CHECKSUMS_ARTIFACT}.json"
+        checksums.write_text(json.dumps(file_checksums(Path(adapter_dir)), indent=2, sort_keys=True) + "\n")
+        mlflow.log_artifact(str(checksums))  # the run's record of what was registered
+        artifacts = {"adapter": str(adapter_dir), pyfunc_model.CHECKSUMS_ARTIFACT: str(checksums)}
+        if not hub_base:
+            artifacts["base_model"] = str(base_model_dir)
+        digest = pyfunc_model.checksums_digest(checksums)
+        # MLflow also logs every model_config key as a run param, so the config holds the checksums' digest
+        # (verified at load together with the file), not the checksums themselves.
+        config = {"prompt_format": prompt_format, pyfunc_model.CHECKSUMS_DIGEST_KEY: digest,
+                  **({"system_message": system_message} if system_message is not None else {}), **(hub_base or {})}
+        with importable(package):  # MLflow runs the stub at log time
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT,
+                python_model=str(stub),
+                code_paths=[str(package)],
+                artifacts=artifacts,
+                model_config=config,
+                signature=pyfunc_model.signature(),
+                input_example=pyfunc_model.input_example(prompt_format),
+                pip_requirements=pyfunc_model.pip_requirements(),
+            )
+    return info, digest
+
+
+def version_summary(client: MlflowClient, name: str, version: int | str, alias: str) -> dict:
+    """How to load a registered version, and where its aliases stand.
+
+    `model_uri` names the version itself (models:/NAME/VERSION), so it always loads this adapter; an alias
+    (`alias_uri`) moves with later registrations and the gate, so it may have moved on (`alias_version`).
+    """
+    aliases = {a: int(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
+    return {"model_uri": f"models:/{name}/{version}", "alias_uri": f"models:/{name}@{alias}",
+            "alias_version": aliases.get(alias),
+            "version_aliases": sorted(a for a, v in aliases.items() if v == int(version))}
 
 
 def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_location: str | None, experiment: str,
                      spec: RegistrySpec, adapter_dir: Path, base_model_dir: Path, prompt_format: str,
                      params: dict, metrics: dict, report_path: Path, tags: dict[str, str],
-                     run_id: str | None = None, log: Callable[[str], None] = print, log_base: bool = True) -> dict:
-    """Log the adapter as a pyfunc model, register a new version of `spec.model_name` and point `spec.alias` at it."""
+                     run_id: str | None = None, log: Callable[[str], None] = print, log_base: bool = True,
+                     system_message: str | None = None) -> dict:
+    """Log the adapter as a pyfunc model, register a new version of `spec.model_name` and point `spec.alias` at it.
+
+    Returns:
+        model_name, version, alias, run_id, tracking_uri, gate_decision, and `version_summary`'s URIs
+        (`model_uri` names the version: models:/NAME/VERSION).
+    """
     check_alias(spec.alias)
     registry_uri = registry_uri or tracking_uri
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
@@ -188,9 +225,11 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
             hub_base = None if log_base else hub_base_config(lineage, Path(base_model_dir))
             if not log_base and hub_base is None:
                 log(f"base {lineage.get('base_model_id')!r} is not a hub id; logging the 4-bit base with the model")
-            info = log_adapter_model(Path(adapter_dir), Path(base_model_dir), prompt_format, hub_base)
+            info, digest = log_adapter_model(Path(adapter_dir), Path(base_model_dir), prompt_format, hub_base,
+                                             system_message)
             log(f"logged model {info.model_uri} in run {run_id}")
-        version_tags = {**lineage, "adapter_sha256": json.dumps(file_checksums(Path(adapter_dir)), sort_keys=True)}
+        # A short digest to search by; the checksums themselves are the run artifact adapter_checksums.json.
+        version_tags = {**lineage, "adapter_digest": digest[:FINGERPRINT_LEN]}
         # Waits until READY and raises on a failed or timed-out registration.
         mv = mlflow.register_model(info.model_uri, spec.model_name,
                                    await_registration_for=REGISTRATION_TIMEOUT_S, tags=version_tags)
@@ -202,8 +241,8 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
         "model_name": spec.model_name,
         "version": int(mv.version),
         "alias": spec.alias,
-        "model_uri": f"models:/{spec.model_name}@{spec.alias}",
         "run_id": run_id,
         "tracking_uri": tracking_uri,
         "gate_decision": gate.decision,
+        **version_summary(client, spec.model_name, mv.version, spec.alias),
     }

@@ -2,7 +2,8 @@
 
     python -m pipelines.run configs/demo.yaml
 
-Prints the evaluation table, which steps were cache hits, and last a line `model_uri: models:/<name>@<alias>`.
+Prints the evaluation table, which steps were cache hits, and last a line `model_uri: models:/<name>/<version>`
+naming the registry version that holds this run's adapter (also after a registration cache hit).
 """
 
 from __future__ import annotations
@@ -128,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     for asset, meta in found.items():
         print(f"{asset:22s} {'cache hit' if meta.get('cache_hit') else 'computed '}  {meta.get('fingerprint', '')}")
     print(f"run {result.run_id} finished in {time.time() - started:.1f}s")
-    print(f"model_uri: {found['registered_adapter']['model_uri']}")
+    registered = found["registered_adapter"]
+    moved = registered["alias_version"] != registered["version"]
+    print(f"aliases of version {registered['version']}: {registered['version_aliases']}"
+          + (f" ({registered['alias_uri']} is version {registered['alias_version'] or 'unset'})" if moved else ""))
+    print(f"model_uri: {registered['model_uri']}")
     return 0
 
 

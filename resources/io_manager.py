@@ -13,23 +13,31 @@ from ops.store import ArtifactRef
 
 
 class ArtifactRefIOManager(dg.ConfigurableIOManager):
-    """Stores each asset's latest `ArtifactRef` as `<root>/refs/<asset>.json`; the artifact itself is in the store."""
+    """Stores each asset's `ArtifactRef` as `<root>/refs/<asset>.json` (the latest) and under the run that made
+    it; the artifact itself is in the store. A step reads what its own run made, so two runs at once with
+    different configs cannot hand each other their adapters; an asset not made in this run is read as the latest."""
 
     root: Optional[str] = Field(None, description="Store root; default $QLORA_HOME/artifacts.")
 
-    def _ref_path(self, asset: str) -> Path:
-        return Path(self.root or artifacts_dir()) / "refs" / f"{asset}.json"
+    def _ref_path(self, asset: str, run_id: str | None = None) -> Path:
+        root = Path(self.root or artifacts_dir())
+        return (root / "run-refs" / run_id if run_id else root / "refs") / f"{asset}.json"
 
     def handle_output(self, context: dg.OutputContext, obj: ArtifactRef) -> None:
-        path = self._ref_path(context.asset_key.to_user_string())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(obj.to_json())
-        tmp.replace(path)
+        asset = context.asset_key.to_user_string()
+        for path in (self._ref_path(asset, context.run_id), self._ref_path(asset)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{context.run_id}.tmp")
+            tmp.write_text(obj.to_json())
+            tmp.replace(path)
 
     def load_input(self, context: dg.InputContext) -> ArtifactRef:
         asset = context.asset_key.to_user_string()
-        path = self._ref_path(asset)
+        try:
+            own = self._ref_path(asset, context.step_context.run_id)
+        except dg.DagsterInvariantViolationError:  # a context built outside a run (tests, tools)
+            own = None
+        path = own if own is not None and own.is_file() else self._ref_path(asset)
         if not path.is_file():
             raise FileNotFoundError(f"asset {asset} has not been materialized yet ({path} is missing); materialize it first")
         ref = ArtifactRef.from_json(path.read_text())

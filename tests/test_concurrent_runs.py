@@ -60,4 +60,4 @@ def test_two_runs_at_once_share_the_gpu_pool_one_step_at_a_time(tiny_base_dir, q
     for (_, end), (next_start, _) in zip(windows, windows[1:]):
         assert next_start >= end, f"two gpu-pool steps overlapped: {windows}"
     assert sorted(line for o in outputs for line in o.splitlines() if line.startswith("model_uri:")) == [
-        "model_uri: models:/two-runs@candidate"] * 2
+        "model_uri: models:/two-runs/1", "model_uri: models:/two-runs/2"]  # each run names its own version

@@ -33,12 +33,13 @@ def test_demo_pipeline_registers_a_loadable_model_and_reruns_from_cache(tmp_path
     out = capsys.readouterr().out
     assert "| eval_loss |" in out
     last = out.strip().splitlines()[-1]
-    assert last == "model_uri: models:/qlora-demo@candidate"
+    assert last == "model_uri: models:/qlora-demo/1"
 
     # A fresh process, outside the repository, with only the tracking URI: the registered model generates text.
     code = (
-        "import json, mlflow; m = mlflow.pyfunc.load_model('models:/qlora-demo@candidate'); "
-        "print(json.dumps(m.predict(['Give the first word.', 'How many words are there?'])))"
+        "import json, mlflow; m = mlflow.pyfunc.load_model('models:/qlora-demo/1'); "
+        "print(json.dumps(m.predict([{'instruction': 'Give the first word.', 'input': 'quick brown fox'}, "
+        "{'instruction': 'How many words are there?', 'input': 'red sky'}])))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{qlora_home / 'mlflow.db'}"

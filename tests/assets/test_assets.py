@@ -43,7 +43,7 @@ def test_pipeline_materializes_caches_and_recomputes_only_downstream(tiny_base_d
     assert "| prompt | completion |" in data["preview"]
     assert 4.12 <= base["bits_per_quantized_weight"] <= 4.2 and base["double_quant"] is True
     assert adapter["steps"] == 3 and "fell back" in adapter["optimizer"]
-    assert first["registered_adapter"]["model_uri"] == "models:/tiny-test@candidate"
+    assert first["registered_adapter"]["model_uri"] == "models:/tiny-test/1"
     assert first["registered_adapter"]["version"] == 1
 
     second = materialize(tiny_base_dir, run_config())

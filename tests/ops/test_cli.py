@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.cli import main
+from ops.cli import build_parser, generation_requests, main
 from ops.lookup import LookupFailed, ModelRef, parse_ref, table
 from ops.paths import default_tracking_uri
 from ops.registry import register_adapter
@@ -79,12 +79,56 @@ def test_show_prints_lineage_params_and_metrics(cli):
     assert details["params"]["train.r"] == "8" and details["metrics"]["tuned.eval_loss"] == 2.5
 
 
+def test_show_cuts_long_values_of_older_registrations_to_one_short_line(cli, home):
+    """Versions registered before checksums became an artifact carry them as one long JSON tag."""
+    from mlflow import MlflowClient
+
+    long_tag = json.dumps({f"file{i}.safetensors": "0" * 64 for i in range(20)})
+    MlflowClient(default_tracking_uri(home)).set_model_version_tag("tiny", "1", "legacy_sha256", long_tag)
+    code, out, _ = cli("show", "tiny/1")
+    (line,) = [line for line in out.splitlines() if "legacy_sha256" in line]
+    assert code == 0 and len(line.strip()) < 140 and f"({len(long_tag):,} characters)" in line
+    code, out, _ = cli("show", "tiny/1", "--json")
+    assert json.loads(out)["tags"]["legacy_sha256"] == long_tag
+
+
 def test_generate_prints_one_line_per_prompt(cli):
-    code, out, err = cli("generate", "tiny@candidate", "Give the first word.\nquick brown fox", "--max-new-tokens", "3",
-                         "--json")
+    code, out, err = cli("generate", "tiny@candidate", "Give the first word.", "--input", "quick brown fox",
+                         "--max-new-tokens", "3", "--json")
     assert code == 0, err
     (row,) = json.loads(out)
-    assert row["prompt"].startswith("Give") and isinstance(row["generation"], str)
+    assert row["prompt"] == "Give the first word." and row["input"] == "quick brown fox"
+    assert isinstance(row["generation"], str)
+    code, out, err = cli("generate", "tiny@candidate", "Say yes.", "Say no.", "--max-new-tokens", "2")
+    assert code == 0, err
+    assert [line.split(" ->")[0] for line in out.strip().splitlines()] == ["'Say yes.'", "'Say no.'"]
+
+
+def test_generate_refuses_fields_the_training_format_did_not_have(cli):
+    code, out, err = cli("generate", "tiny@candidate", "Say yes.", "--system", "Be brief.")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("qlora: error: request 1: a model trained on alpaca data does not take system")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["p1", "p2", "p3", "--input", "a", "--input", "b"], "--input was given 2 times for 3 prompts"),
+    (["--messages", "[{'role': 'user'}]"], "--messages is not JSON"),
+    (["--messages", '{"role": "user", "content": "x"}'], "--messages must be a JSON list"),
+    ([], "nothing to generate"),
+])
+def test_generation_requests_name_the_bad_argument(args, message):
+    with pytest.raises(LookupFailed, match=message):
+        generation_requests(build_parser().parse_args(["generate", "m@a", *args]))
+
+
+def test_generation_requests_pair_inputs_and_add_system_and_conversations():
+    args = build_parser().parse_args(["generate", "m@a", "Count.", "Name.", "--input", "a b", "--input", "c",
+                                      "--system", "S", "--messages", '[{"role": "user", "content": "hi"}]'])
+    assert generation_requests(args) == [{"prompt": "Count.", "input": "a b", "system": "S"},
+                                         {"prompt": "Name.", "input": "c", "system": "S"},
+                                         {"messages": [{"role": "user", "content": "hi"}], "system": "S"}]
+    shared = build_parser().parse_args(["generate", "m@a", "Count.", "Name.", "--input", "a b"])
+    assert [r["input"] for r in generation_requests(shared)] == ["a b", "a b"]
 
 
 @pytest.mark.parametrize("args, message", [

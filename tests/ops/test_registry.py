@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -70,13 +71,26 @@ def registry(tmp_path_factory, model_dirs) -> dict:
 def test_first_registration_is_version_one_with_lineage(registry, model_dirs):
     first, client = registry["first"], registry["client"]
     assert first["version"] == 1
-    assert first["model_uri"] == "models:/tiny-adapter@candidate"
+    assert first["model_uri"] == "models:/tiny-adapter/1" and first["alias_uri"] == "models:/tiny-adapter@candidate"
     mv = client.get_model_version(SPEC.model_name, "1")
     assert mv.status == "READY"
     assert {k: mv.tags[k] for k in LINEAGE} == LINEAGE
-    checksums = json.loads(mv.tags["adapter_sha256"])
-    assert "adapter_model.safetensors" in checksums and "adapter_config.json" in checksums
     assert mv.run_id == first["run_id"]
+
+
+def test_checksums_are_one_run_artifact_and_a_short_digest_tag(registry, model_dirs, tmp_path):
+    """Not params, not a long tag: MLflow logs model_config keys as params, so the config holds a digest only."""
+    client, run_id = registry["client"], registry["first"]["run_id"]
+    local = Path(client.download_artifacts(run_id, "adapter_checksums.json", str(tmp_path)))
+    checksums = json.loads(local.read_text())
+    assert set(checksums) >= {"adapter_model.safetensors", "adapter_config.json"}
+    digest = hashlib.sha256(local.read_bytes()).hexdigest()
+    tags = client.get_model_version(SPEC.model_name, "1").tags
+    assert tags["adapter_digest"] == digest[:16] and "adapter_sha256" not in tags
+    params = client.get_run(run_id).data.params
+    assert params["adapter_checksums_sha256"] == digest
+    assert not [k for k in params if "safetensors" in k or "adapter_sha256" in k], sorted(params)
+    assert max(len(v) for v in params.values()) <= 100 and max(len(v) for v in tags.values()) <= 100
 
 
 def test_run_has_params_metrics_report_and_artifacts_under_location(registry):
@@ -143,22 +157,22 @@ def test_reserved_aliases_are_rejected(alias):
 SERVE = """
 import json, sys, mlflow
 model = mlflow.pyfunc.load_model(sys.argv[1])
-out = model.predict(["Give the first word.\\nquick brown fox"], params={"max_new_tokens": 4})
+out = model.predict([{"instruction": "Give the first word.", "input": "quick brown fox"}], params={"max_new_tokens": 4})
 inner = model.unwrap_python_model()
-print(json.dumps({"out": out, "ops": sys.modules["ops"].__file__, "format": inner.prompt_format,
-                  "model": type(inner.model).__name__}))
+print(json.dumps({"out": out, "code": sys.modules[type(inner).__module__].__file__, "format": inner.prompt_format,
+                  "model": type(inner.model).__name__, "ops_loaded": "ops" in sys.modules}))
 """
 
 
 def test_alias_loads_and_predicts_in_a_fresh_process(registry, tmp_path):
-    """Only the venv: no PYTHONPATH, cwd outside the repo, so `ops` must come from the model's code_paths."""
+    """Only the venv: no PYTHONPATH, cwd outside the repo; the code comes from the model's own package."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_REGISTRY_URI")}
     env["MLFLOW_TRACKING_URI"] = registry["uri"]
-    proc = subprocess.run([sys.executable, "-c", SERVE, registry["second"]["model_uri"]], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-c", SERVE, registry["second"]["alias_uri"]], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert isinstance(result["out"], list) and len(result["out"]) == 1 and isinstance(result["out"][0], str)
-    assert "/code/ops/" in result["ops"]  # the shipped copy, not the checkout
+    assert "/code/qlora_model_" in result["code"] and not result["ops_loaded"]  # the logged copy, not the checkout
     assert result["format"] == "alpaca"
     assert result["model"] == "PeftModelForCausalLM"
