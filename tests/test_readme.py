@@ -43,6 +43,8 @@ EXERCISED = {
     r"mlflow server": "tests/test_serving.py::test_cli_against_the_server",  # its `server` fixture runs it
     r"dagster instance concurrency set gpu \d+": f"{HERE}::test_dagster_instance_concurrency_set_runs",
     r"dagster dev": "tests/pipelines/test_dagster_dev.py::test_sensor_turned_on_in_dagster_dev_runs_once_per_data_change",
+    # prints tests/test_bad_inputs.readme_rows(), which this test compares with the README
+    r"python -m tests\.test_bad_inputs": "tests/test_bad_inputs.py::test_the_readme_table_is_this_output",
 }
 
 
