@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .chat_template import answer_text, stop_token_ids
+from .cpu_kernels import named_kernel_errors
 from .device import DeviceInfo
 from .generation import generate
 from .modeling import load_adapter_model, load_tokenizer
@@ -109,10 +110,11 @@ def evaluate_adapter(model_dir: str | Path, adapter_dir: str | Path, dataset_dir
     # The stops generation uses, so references and predictions are cut at the same tokens.
     stop_ids = stop_token_ids(tokenizer, model.generation_config)
     references = [clean_reference(c, tokenizer, stop_ids) for c in gen_rows["completion"]]
-    with model.disable_adapter():
+    with named_kernel_errors("evaluate (base)", model), model.disable_adapter():
         base, base_preds = score_model(model, tokenizer, eval_rows, gen_rows, references, spec, metrics)
     log(_summary("base", base))
-    tuned, tuned_preds = score_model(model, tokenizer, eval_rows, gen_rows, references, spec, metrics)
+    with named_kernel_errors("evaluate (tuned)", model):
+        tuned, tuned_preds = score_model(model, tokenizer, eval_rows, gen_rows, references, spec, metrics)
     log(_summary("tuned", tuned))
 
     samples = [{"prompt": p, "reference": r, "base": b, "tuned": t}

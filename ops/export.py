@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM
 
 from .chat_template import stop_token_ids
 from .cpu_features import CpuFeatures, cpu_features
+from .cpu_kernels import named_kernel_errors
 from .device import DeviceInfo
 from .generation import encode_prompts, generate
 from .merge_check import check_merge
@@ -144,7 +145,8 @@ def export_merged(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
     rendered = [render_user_prompt(p, prompt_format, tokenizer) for p in prompts]
     # The reference is measured and freed before the merged copy is built, so only one model is in memory.
     reference = reference if reference is not None else load_adapter_model(base_dir, adapter_dir, device)
-    expected = measure(reference, tokenizer, rendered, max_new_tokens)
+    with named_kernel_errors("export (4-bit reference)", reference):
+        expected = measure(reference, tokenizer, rendered, max_new_tokens)
     del reference
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))

@@ -23,7 +23,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array, Object, Property
 
-from .cpu_kernels import guard_packed_kernel
+from .cpu_kernels import guard_packed_kernel, named_kernel_errors
 from .device import resolve_device
 from .fingerprint import ChecksumMismatch, verify_checksums
 from .generation import generate
@@ -66,11 +66,12 @@ class AdapterGenerator(mlflow.pyfunc.PythonModel):
                 prompts.append(render_request(request, self.prompt_format, self.tokenizer, self.system_message))
             except (ValueError, KeyError, TypeError) as err:
                 raise ValueError(f"request {n}: {err}") from None
-        return generate(
-            self.model, self.tokenizer, prompts,
-            max_new_tokens=int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
-            batch_size=int(params.get("batch_size", DEFAULT_BATCH_SIZE)),
-        )
+        with named_kernel_errors("predict", self.model):
+            return generate(
+                self.model, self.tokenizer, prompts,
+                max_new_tokens=int(params.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)),
+                batch_size=int(params.get("batch_size", DEFAULT_BATCH_SIZE)),
+            )
 
 
 def checksums_digest(path: str | Path) -> str:
