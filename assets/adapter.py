@@ -4,13 +4,13 @@
 import dagster as dg
 
 from assets.common import StepConfig, step_output
-from ops.callbacks import MlflowLossCallback
-from ops.code_version import asset_code_version
-from ops.fingerprint import fingerprint
-from ops.specs import TrainSpec
-from ops.store import ArtifactRef, materialize
-from ops.tracking import check_tracking_server, redact_uri, resume_or_start_run
-from ops.train import train_adapter
+from ops.train.callbacks import MlflowLossCallback
+from ops.core.code_version import asset_code_version
+from ops.core.fingerprint import fingerprint
+from ops.train.spec import TrainSpec
+from ops.core.store import ArtifactRef, materialize
+from ops.registry.tracking import check_tracking_server, redact_uri, resume_or_start_run
+from ops.train.trainer import train_adapter
 from resources import ArtifactStoreResource, GPUResource, MLflowResource
 
 # The training stack: each one's kernels, initialisation or defaults decide the trained weights.

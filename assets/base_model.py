@@ -4,11 +4,11 @@
 import dagster as dg
 
 from assets.common import StepConfig, step_output
-from ops.code_version import asset_code_version
-from ops.fingerprint import fingerprint
-from ops.quantize import quantize_base
-from ops.specs import QuantSpec
-from ops.store import materialize
+from ops.core.code_version import asset_code_version
+from ops.core.fingerprint import fingerprint
+from ops.model.quantize import quantize_base
+from ops.model.spec import QuantSpec
+from ops.core.store import materialize
 from resources import ArtifactStoreResource, BaseModelResource, GPUResource
 
 # bitsandbytes quantizes, transformers loads and saves, torch holds the weights.

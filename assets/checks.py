@@ -7,11 +7,13 @@ import dagster as dg
 from mlflow import MlflowClient
 from pydantic import Field
 
-from ops import checks
-from ops.champion import champion_value
-from ops.data_prep import load_prepared
-from ops.specs import RegistrySpec
-from ops.store import ArtifactRef, read_summary
+from ops.core.check_outcome import CheckOutcome
+from ops.data import checks as data_checks
+from ops.evaluation import checks as evaluation_checks
+from ops.registry.champion import champion_value
+from ops.data.preparation import load_prepared
+from ops.registry.spec import RegistrySpec
+from ops.core.store import ArtifactRef, read_summary
 from resources import MLflowResource
 
 DATASET = dg.AssetKey("training_dataset")
@@ -24,7 +26,7 @@ class DataChecksConfig(dg.Config):
     min_eval_rows: int = Field(4, description="Fewest held-out examples for an evaluation worth trusting.")
 
 
-def _result(asset: dg.AssetKey, name: str, outcome: checks.CheckOutcome,
+def _result(asset: dg.AssetKey, name: str, outcome: CheckOutcome,
             severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(asset_key=asset, check_name=name, passed=outcome.passed, severity=severity,
                                description=outcome.description, metadata={"why": outcome.description, **outcome.metadata})
@@ -43,10 +45,10 @@ def _result(asset: dg.AssetKey, name: str, outcome: checks.CheckOutcome,
 def training_dataset_checks(config: DataChecksConfig, training_dataset: ArtifactRef):
     """Blocking data checks: a failure stops the run before the adapter is trained."""
     splits, summary = load_prepared(Path(training_dataset.path)), read_summary(training_dataset)
-    yield _result(DATASET, "no_empty_text", checks.no_empty_text(splits))
-    yield _result(DATASET, "truncation_bounded", checks.truncation_within(summary, config.max_truncated_share))
-    yield _result(DATASET, "splits_disjoint", checks.splits_disjoint(splits))
-    yield _result(DATASET, "enough_rows", checks.enough_rows(splits, config.min_train_rows, config.min_eval_rows))
+    yield _result(DATASET, "no_empty_text", data_checks.no_empty_text(splits))
+    yield _result(DATASET, "truncation_bounded", data_checks.truncation_within(summary, config.max_truncated_share))
+    yield _result(DATASET, "splits_disjoint", data_checks.splits_disjoint(splits))
+    yield _result(DATASET, "enough_rows", data_checks.enough_rows(splits, config.min_train_rows, config.min_eval_rows))
 
 
 def gate_settings(context: dg.AssetCheckExecutionContext) -> RegistrySpec:
@@ -68,12 +70,12 @@ def adapter_evaluation_checks(context: dg.AssetCheckExecutionContext, adapter_ev
                               mlflow: MLflowResource):
     """A failed beats_base blocks registration; a regression against the champion only warns."""
     report = read_summary(adapter_evaluation)
-    yield _result(EVALUATION, "beats_base", checks.beats_base(report))
+    yield _result(EVALUATION, "beats_base", evaluation_checks.beats_base(report))
     spec = gate_settings(context)
     client = MlflowClient(tracking_uri=mlflow.resolved_tracking_uri(), registry_uri=mlflow.resolved_registry_uri())
     version, value = champion_value(client, spec.model_name, spec.primary_metric)
     yield _result(EVALUATION, "no_regression_vs_champion",
-                  checks.no_regression(report, spec.primary_metric, value, version), dg.AssetCheckSeverity.WARN)
+                  evaluation_checks.no_regression(report, spec.primary_metric, value, version), dg.AssetCheckSeverity.WARN)
 
 
 ASSET_CHECKS = [training_dataset_checks, adapter_evaluation_checks]

@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from ops.store import StepResult
+from ops.core.store import StepResult
 
 
 class StepConfig(dg.Config):

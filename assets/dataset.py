@@ -4,13 +4,13 @@
 import dagster as dg
 
 from assets.common import StepConfig, md_table, step_output
-from ops.code_version import asset_code_version
-from ops.data_loading import source_identity
-from ops.data_prep import prepare_dataset
-from ops.fingerprint import fingerprint
-from ops.modeling import load_tokenizer
-from ops.specs import DataSpec
-from ops.store import materialize
+from ops.core.code_version import asset_code_version
+from ops.data.sources import source_identity
+from ops.data.preparation import prepare_dataset
+from ops.core.fingerprint import fingerprint
+from ops.model.loading import load_tokenizer
+from ops.data.spec import DataSpec
+from ops.core.store import materialize
 from resources import ArtifactStoreResource, BaseModelResource
 
 # datasets writes the splits, tokenizers and transformers turn text into ids.

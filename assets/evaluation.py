@@ -4,12 +4,12 @@
 import dagster as dg
 
 from assets.common import StepConfig, md_table, step_output
-from ops.code_version import asset_code_version
-from ops.evaluation import evaluate_adapter, report_table_md, write_report
-from ops.fingerprint import fingerprint
-from ops.paths import METRICS_DIR
-from ops.specs import EvalSpec
-from ops.store import ArtifactRef, materialize
+from ops.core.code_version import asset_code_version
+from ops.evaluation.evaluator import evaluate_adapter, report_table_md, write_report
+from ops.core.fingerprint import fingerprint
+from ops.evaluation.evaluator import METRICS_DIR
+from ops.evaluation.spec import EvalSpec
+from ops.core.store import ArtifactRef, materialize
 from resources import ArtifactStoreResource, GPUResource
 
 # The 4-bit forward pass, generation and the metric library decide the numbers; the metric modules load by path.

@@ -6,13 +6,13 @@ from pathlib import Path
 import dagster as dg
 
 from assets.common import StepConfig
-from ops.code_version import asset_code_version
-from ops.fingerprint import fingerprint
-from ops.registration import register_once, registry_lock
-from ops.registry import register_adapter
-from ops.specs import RegistrySpec
-from ops.store import ArtifactRef, read_summary
-from ops.tracking import check_tracking_server, code_version, redact_uri
+from ops.core.code_version import asset_code_version
+from ops.core.fingerprint import fingerprint
+from ops.registry.register import register_once, registry_lock
+from ops.registry.register import register_adapter
+from ops.registry.spec import RegistrySpec
+from ops.core.store import ArtifactRef, read_summary
+from ops.registry.tracking import check_tracking_server, code_version, redact_uri
 from resources import BaseModelResource, MLflowResource
 
 # The logged model's format (mlflow) and the versions its requirements pin (pyfunc_model.RUNTIME_PACKAGES).
@@ -86,7 +86,7 @@ def registered_adapter(
             "alias_uri": info["alias_uri"],  # moves with later registrations: may name another version
             "alias_version": dg.MetadataValue.int(info["alias_version"] or 0),  # 0: the alias is not set
             "version_aliases": ", ".join(info["version_aliases"]) or "none",
-            "gate_decision": info["gate_decision"],  # champion or challenger (ops/champion.py)
+            "gate_decision": info["gate_decision"],  # champion or challenger (ops/registry/champion.py)
             "mlflow_run_id": info["run_id"],
             "tracking_uri": redact_uri(tracking_uri),
             "cache_hit": info["cache_hit"],

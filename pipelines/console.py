@@ -75,7 +75,7 @@ class Failure:
 
 
 def _first_line_without_class(cls_name: str, message: str) -> str:
-    """`ops.data_loading.DataError: x` -> `x`: Python's formatted exception repeats the (qualified) class name."""
+    """`ops.data.sources.DataError: x` -> `x`: Python's formatted exception repeats the (qualified) class name."""
     text = message.strip()
     text = re.sub(rf"^(?:[\w.]+\.)?{re.escape(cls_name)}:\s*", "", text)
     return " ".join(text.split("\n")[0].split()) if text else "(no message)"

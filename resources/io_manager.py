@@ -8,8 +8,8 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ops.paths import artifacts_dir
-from ops.store import ArtifactRef
+from ops.core.paths import artifacts_dir
+from ops.core.store import ArtifactRef
 
 
 class ArtifactRefIOManager(dg.ConfigurableIOManager):

@@ -7,7 +7,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ops.paths import default_tracking_uri
+from ops.core.paths import default_tracking_uri
 
 
 class MLflowResource(dg.ConfigurableResource):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops.paths import REPO_ROOT
+from ops.core.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -87,7 +87,7 @@ def warm(tmp_path_factory) -> tuple[Path, Path, dict]:
 def test_changing_the_prompt_format_recomputes_the_dataset_and_everything_after(warm, tmp_path):
     home, config, before = warm
     project = copy_project(tmp_path / "edited")
-    edit(project / "ops" / "prompting.py", "### Response:", "### Answer:")
+    edit(project / "ops" / "data" / "prompt_formats.py", "### Response:", "### Answer:")
 
     after = run_pipeline(project, config, home)
 
@@ -102,7 +102,7 @@ def test_changing_evaluation_code_recomputes_evaluation_and_registration_only(wa
     home, config, before = warm
     project = copy_project(tmp_path / "edited")
     # A real code change (a new statement), not a comment: comments and docstrings do not count.
-    edit(project / "ops" / "evaluation.py", "\n\ndef perplexity(",
+    edit(project / "ops" / "evaluation" / "evaluator.py", "\n\ndef perplexity(",
          "\n\nEDITED_FOR_THE_TEST = True\n\n\ndef perplexity(")
 
     after = run_pipeline(project, config, home)

@@ -70,7 +70,7 @@ def test_sigkill_during_training_resumes_from_the_newest_checkpoint(tiny_base_di
 
 
 def test_a_half_written_checkpoint_is_never_resumed_from(tmp_path):
-    from ops.train import latest_checkpoint
+    from ops.train.trainer import latest_checkpoint
 
     (tmp_path / "checkpoint-10").mkdir()
     (tmp_path / "checkpoint-10" / "trainer_state.json").write_text(json.dumps({"global_step": 10}))

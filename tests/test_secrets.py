@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from assets import PIPELINE_ASSETS
-from ops.tracking import redact_uri
+from ops.registry.tracking import redact_uri
 from pipelines.definitions import RESOURCES
 from resources import BaseModelResource
 

@@ -7,7 +7,7 @@ import pytest
 from mlflow import MlflowClient
 
 from assets import PIPELINE_ASSETS
-from ops.paths import default_tracking_uri
+from ops.core.paths import default_tracking_uri
 from pipelines.definitions import RESOURCES
 from resources import BaseModelResource
 

@@ -1,6 +1,6 @@
 """Tiny tokenizers whose chat templates have the shapes of real families, and a tiny model trained on them.
 
-Each tokenizer is the embedded byte-level BPE (ops.embedded.build_tokenizer) with the family's special tokens
+Each tokenizer is the embedded byte-level BPE (ops.model.embedded.build_tokenizer) with the family's special tokens
 added and a template of the family's shape: where bos goes, which token closes a turn, what follows it.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ops.embedded import _corpus, build_tokenizer
-from ops.paths import BUNDLED_DATASET
-from ops.tokens import IGNORE_INDEX, pad_batch, with_bos
+from ops.model.embedded import _corpus, build_tokenizer
+from ops.core.paths import BUNDLED_DATASET
+from ops.data.tokens import IGNORE_INDEX, pad_batch, with_bos
 
 # family: (special tokens to set or add, template, the token that closes an assistant turn)
 FAMILIES = {

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops.paths import BUNDLED_DATASET, REPO_ROOT
-from ops.watch import run_key, source_fingerprint
+from ops.core.paths import BUNDLED_DATASET, REPO_ROOT
+from ops.data.source_watch import run_key, source_fingerprint
 
 pytestmark = pytest.mark.slow
 

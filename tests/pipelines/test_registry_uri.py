@@ -8,7 +8,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from ops.registry import mlflow_uris
+from ops.registry.register import mlflow_uris
 from pipelines import run
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops.paths import REPO_ROOT
+from ops.core.paths import REPO_ROOT
 from pipelines.console import _first_line_without_class
 
 
@@ -34,7 +34,7 @@ def error_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("cls_name", "message", "expected"), [
-    ("DataError", "ops.data_loading.DataError: dataset file x does not exist\n", "dataset file x does not exist"),
+    ("DataError", "ops.data.sources.DataError: dataset file x does not exist\n", "dataset file x does not exist"),
     ("AssertionError", "AssertionError: N must be divisible by block_n\n", "N must be divisible by block_n"),
     ("ValueError", "ValueError: first line\nsecond line", "first line"),
     ("KeyError", "KeyError: 'model'", "'model'"),

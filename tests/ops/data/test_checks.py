@@ -1,0 +1,23 @@
+"""The data checks' rules on small hand-made splits (no model, no torch)."""
+
+import datasets
+
+from ops.data import checks
+
+
+def splits(train: list[tuple[str, str]], held_out: list[tuple[str, str]]) -> datasets.DatasetDict:
+    def ds(pairs):
+        return datasets.Dataset.from_dict({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]})
+
+    return datasets.DatasetDict({"train": ds(train), "eval": ds(held_out)})
+
+
+def test_data_rules():
+    clean = splits([("q1", "a1"), ("q2", "a2")], [("q3", "a3")])
+    assert checks.no_empty_text(clean).passed and checks.splits_disjoint(clean).passed
+    assert not checks.no_empty_text(splits([("q1", " ")], [("q3", "a3")])).passed
+    leaky = checks.splits_disjoint(splits([("q1", "a1"), ("q3", "a3")], [("q3", "a3")]))
+    assert not leaky.passed and leaky.metadata["overlapping_examples"] == 1
+    assert checks.enough_rows(clean, 2, 1).passed and not checks.enough_rows(clean, 3, 1).passed
+    summary = {"rows": 90, "dropped_no_target": 10, "truncated_rows": 20, "max_seq_len": 64}
+    assert checks.truncation_within(summary, 0.2).passed and not checks.truncation_within(summary, 0.1).passed
