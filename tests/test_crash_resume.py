@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.run_configs import tiny_run_config
 from pipelines import run
 
 pytestmark = pytest.mark.slow
@@ -22,16 +23,9 @@ MAX_STEPS, SAVE_STEPS, KILL_AFTER = 200, 10, 30
 
 
 def write_config(path: Path, base_dir: Path) -> Path:
-    config = {
-        "resources": {"base_model": {"config": {"model_id": str(base_dir)}}},
-        "ops": {
-            "training_dataset": {"config": {"max_rows": 200, "max_seq_len": 64}},
-            "qlora_adapter": {"config": {"max_steps": MAX_STEPS, "batch_size": 4, "save_steps": SAVE_STEPS,
-                                         "logging_steps": 1, "warmup_steps": 2}},
-            "adapter_evaluation": {"config": {"num_generation_examples": 2, "max_new_tokens": 2}},
-            "registered_adapter": {"config": {"model_name": "crash-test"}},
-        },
-    }
+    config = tiny_run_config("crash-test", base_dir, data={"max_rows": 200},
+                             train={"max_steps": MAX_STEPS, "batch_size": 4, "save_steps": SAVE_STEPS, "warmup_steps": 2},
+                             evaluation={"num_generation_examples": 2, "max_new_tokens": 2})
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -13,9 +13,22 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from pydantic import BaseModel, ConfigDict
 
 COMPLETE_MARKER = "_COMPLETE.json"
+CONFIG_KEY = "config"  # the step's settings, saved beside its result for lineage
+
+
+class StepSummary(BaseModel):
+    """Base of every stored op result: saved as the artifact's JSON summary, read back typed on a cache hit."""
+
+    # extra="ignore": the saved file also holds the step's config (CONFIG_KEY), which is no part of the result.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+S = TypeVar("S", bound=StepSummary)
 
 
 @dataclass(frozen=True)
@@ -51,10 +64,6 @@ class ArtifactStore:
     def is_complete(self, asset: str, fp: str) -> bool:
         return (self.path(asset, fp) / COMPLETE_MARKER).is_file()
 
-    def summary(self, asset: str, fp: str) -> dict:
-        """The summary a finished step saved with its artifact (its metadata, for a cache hit)."""
-        return read_summary(self.ref(asset, fp))
-
     @contextmanager
     def writing(self, asset: str, fp: str, replace: bool = False) -> Iterator[Path]:
         """Yield a temporary directory; on success it becomes `<root>/<asset>/<fp>`, on failure it is removed.
@@ -86,36 +95,62 @@ class ArtifactStore:
 
 
 def read_summary(ref: ArtifactRef) -> dict:
-    """The summary saved with a finished artifact."""
+    """The summary saved with a finished artifact, as raw JSON (the result's fields and CONFIG_KEY)."""
     return json.loads((Path(ref.path) / COMPLETE_MARKER).read_text())
 
 
+def read_result(ref: ArtifactRef, result_type: type[S]) -> S:
+    """The typed result saved with a finished artifact.
+
+    Raises:
+        pydantic.ValidationError: the saved summary lacks a field of `result_type` (written by other code).
+    """
+    return result_type.model_validate(read_summary(ref))
+
+
+def read_config(ref: ArtifactRef) -> dict:
+    """The settings the artifact was made with."""
+    return read_summary(ref).get(CONFIG_KEY, {})
+
+
 def finish(tmp_dir: Path, summary: dict) -> None:
-    """Mark a step's temporary directory as finished, saving its summary."""
+    """Mark a step's temporary directory as finished, saving its summary (a JSON-able dict)."""
     (Path(tmp_dir) / COMPLETE_MARKER).write_text(json.dumps(summary, indent=2, default=str))
 
 
 @dataclass(frozen=True)
-class StepResult:
+class StepResult(Generic[S]):
+    """A materialized step: where its artifact is, its typed result, its settings, and whether it was cached."""
+
     ref: ArtifactRef
-    summary: dict
+    summary: S
+    config: dict
     cache_hit: bool
 
 
-def materialize(store: ArtifactStore, asset: str, fp: str, work, force: bool = False, log=print,
-                config: dict | None = None) -> StepResult:
-    """Run `work(tmp_dir) -> summary` unless `<asset>/<fp>` is already complete (a cache hit).
+def materialize(store: ArtifactStore, asset: str, fp: str, work: Callable[[Path], S], result_type: type[S], *,
+                force: bool = False, log: Callable[[str], Any] = print, config: dict | None = None) -> StepResult[S]:
+    """Run `work(tmp_dir) -> result` unless `<asset>/<fp>` is already complete (a cache hit).
 
-    The summary is saved with the artifact, with the step's `config` under "config" for lineage.
-
-    `force` recomputes even when a finished artifact exists; the old one is replaced only once the new
-    one has been written completely.
+    Args:
+        store, asset, fp: where the artifact goes: `<root>/<asset>/<fp>/`.
+        work: writes the artifact into the temporary folder it is given; returns the op's typed result.
+        result_type: that result's class, to read a cached summary back.
+        force: recompute even when a finished artifact exists; the old one is replaced only once the new one
+            has been written completely.
+        log: one line per decision (cache hit or computing).
+        config: the step's settings, saved beside the result (CONFIG_KEY) for lineage.
+    Returns:
+        the artifact's reference, typed result, settings and whether it was a cache hit.
+    Raises:
+        whatever `work` raises; nothing is left that looks finished.
     """
     if store.is_complete(asset, fp) and not force:
         log(f"cache hit: {asset} {fp} is already at {store.path(asset, fp)}")
-        return StepResult(store.ref(asset, fp), store.summary(asset, fp), True)
+        ref = store.ref(asset, fp)
+        return StepResult(ref, read_result(ref, result_type), read_config(ref), True)
     log(f"computing {asset} {fp}" + (" (forced)" if force else ""))
     with store.writing(asset, fp, replace=force) as tmp:
-        summary = {**work(tmp), "config": config or {}}
-        finish(tmp, summary)
-    return StepResult(store.ref(asset, fp), summary, False)
+        result = work(tmp)
+        finish(tmp, {**result.model_dump(mode="json"), CONFIG_KEY: config or {}})
+    return StepResult(store.ref(asset, fp), result, config or {}, False)

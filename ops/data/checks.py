@@ -8,6 +8,7 @@ from __future__ import annotations
 import datasets
 
 from ..core.check_outcome import CheckOutcome
+from .spec import DatasetSummary
 
 
 def _pairs(split: datasets.Dataset) -> list[tuple[str, str]]:
@@ -22,12 +23,12 @@ def no_empty_text(splits: datasets.DatasetDict) -> CheckOutcome:
                         {f"empty_{name}": n for name, n in empty.items()})
 
 
-def truncation_within(summary: dict, max_share: float) -> CheckOutcome:
+def truncation_within(summary: DatasetSummary, max_share: float) -> CheckOutcome:
     """The share of examples cut at max_seq_len stays under `max_share` (cut responses teach cut answers)."""
-    seen = summary["rows"] + summary.get("dropped_no_target", 0)  # truncation is counted before empty rows drop
-    share = summary["truncated_rows"] / seen if seen else 0.0
+    seen = summary.rows_tokenized  # truncation is counted before empty rows drop
+    share = summary.truncated_rows / seen if seen else 0.0
     return CheckOutcome(share <= max_share,
-                        f"{summary['truncated_rows']} of {seen} examples truncated at {summary['max_seq_len']} tokens "
+                        f"{summary.truncated_rows} of {seen} examples truncated at {summary.max_seq_len} tokens "
                         f"({share:.1%}, bound {max_share:.1%})",
                         {"truncated_share": share, "max_truncated_share": max_share})
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import datasets
 
 from .chat_template import stop_token_ids
 from .sources import DataError, detect_format, load_rows, unused_columns, validate_rows
 from .prompt_formats import common_system_message, render_example
-from .spec import DataSpec
+from .spec import DataSpec, DatasetSummary
 from .tokens import IGNORE_INDEX, with_bos
 
 PREVIEW_ROWS = 5
@@ -148,8 +148,19 @@ def _clip(text: str) -> str:
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 3] + "..."
 
 
-def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable[[str], None] = print) -> dict:
-    """Load, check, tokenize and split `spec`'s data into `out_dir / "dataset"`; return stats for metadata."""
+def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable[[str], None] = print) -> DatasetSummary:
+    """Load, check, tokenize and split `spec`'s data into `out_dir / "dataset"`.
+
+    Args:
+        spec: where the rows come from and how they are tokenized and split.
+        tokenizer: the base model's tokenizer.
+        out_dir: the step's folder; the splits go to `out_dir / "dataset"`.
+        log: one line per stage.
+    Returns:
+        the counts (rows, tokens), the detected format and a preview.
+    Raises:
+        DataError: a missing or unreadable source, a bad row (named with its line), or fewer than 2 usable rows.
+    """
     rows = load_rows(spec)
     fmt = detect_format(rows) if spec.format == "auto" else spec.format
     validate_rows(rows, fmt, where=f"dataset {spec.source}")
@@ -180,22 +191,22 @@ def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable
     near = near_duplicates_across([examples[i]["prompt"] for i in train_idx], [examples[i]["prompt"] for i in eval_idx])
     log(f"split {len(train_idx)} train / {len(eval_idx)} eval rows (seed {spec.seed}) into {Path(out_dir) / 'dataset'}; "
         f"{near} held-out prompts also in train up to case and whitespace")
-    return {
-        "format": fmt,
-        "rows_loaded": len(rows),
-        "duplicates_dropped": duplicates,
-        "ignored_columns": ignored,
-        "near_duplicate_prompts_across_split": near,
-        "rows": len(examples),
-        "train_rows": len(train_idx),
-        "eval_rows": len(eval_idx),
-        "tokens": tokens,
-        "target_tokens": targets,
+    return DatasetSummary(
+        format=fmt,
+        rows_loaded=len(rows),
+        duplicates_dropped=duplicates,
+        ignored_columns=ignored,
+        near_duplicate_prompts_across_split=near,
+        rows=len(examples),
+        train_rows=len(train_idx),
+        eval_rows=len(eval_idx),
+        tokens=tokens,
+        target_tokens=targets,
         **counts,
-        "max_seq_len": spec.max_seq_len,
-        "system_message": common_system_message([rows[i] for i in kept], fmt),  # serving's default (chat data)
-        "preview": [{"prompt": _clip(e["prompt"]), "completion": _clip(e["completion"])} for e in examples[:PREVIEW_ROWS]],
-    }
+        max_seq_len=spec.max_seq_len,
+        system_message=common_system_message([rows[i] for i in kept], fmt),  # serving's default (chat data)
+        preview=[{"prompt": _clip(e["prompt"]), "completion": _clip(e["completion"])} for e in examples[:PREVIEW_ROWS]],
+    )
 
 
 def load_prepared(dataset_dir: Path) -> datasets.DatasetDict:

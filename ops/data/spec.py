@@ -1,4 +1,4 @@
-"""Settings of training_dataset (pydantic, a help text per field); assets/dataset.py's config inherits them."""
+"""Settings and result of training_dataset (pydantic, a help text per field); assets/dataset.py's config inherits them."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, Field, field_validator
 
+from ..core.store import StepSummary
 from ..core.validation import positive
 
 
@@ -45,3 +46,28 @@ class DataSpec(BaseModel):
     @classmethod
     def _max_rows(cls, v: Optional[int]) -> Optional[int]:
         return v if v is None else int(positive("max_rows", v))
+
+
+class DatasetSummary(StepSummary):
+    """What `prepare_dataset` made: counts in rows and tokens, the detected format, a preview."""
+
+    format: str  # alpaca, chat, prompt_completion or text
+    rows_loaded: int
+    duplicates_dropped: int  # exact (prompt, completion) duplicates
+    ignored_columns: list[str]
+    near_duplicate_prompts_across_split: int  # held-out prompts also in train up to case and whitespace
+    rows: int  # examples kept (train + eval)
+    train_rows: int
+    eval_rows: int
+    tokens: int  # input tokens of the kept examples
+    target_tokens: int  # tokens the loss is computed on
+    truncated_rows: int  # examples cut at max_seq_len, counted before rows with no target left drop
+    dropped_no_target: int
+    max_seq_len: int  # tokens
+    system_message: Optional[str]  # the one system message every chat row had: serving's default
+    preview: list[dict[str, str]]  # the first rows' prompt and completion, clipped
+
+    @property
+    def rows_tokenized(self) -> int:
+        """Examples that were tokenized: those kept and those dropped with no target left."""
+        return self.rows + self.dropped_no_target

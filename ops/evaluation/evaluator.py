@@ -6,7 +6,6 @@ so both sides see identical quantized weights and only the adapter differs.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -19,14 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from ..data.chat_template import answer_text, stop_token_ids
+from ..data.tokens import IGNORE_INDEX, MODEL_COLUMNS, pad_batch
 from ..model.device import DeviceInfo
 from ..model.generation import generate
 from ..model.loading import load_adapter_model, load_tokenizer
+from .report import METRICS, EvaluationReport, ModelScores
 from .spec import EvalSpec
-from ..data.tokens import IGNORE_INDEX, MODEL_COLUMNS, pad_batch
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"  # loaded by path through `evaluate`, never imported
-METRICS = ("eval_loss", "perplexity", "exact_match", "rouge_l")
 
 
 def load_eval_split(dataset_dir: str | Path) -> datasets.Dataset:
@@ -80,24 +79,37 @@ def clean_reference(completion: str, tokenizer: Any, stop_ids: list[int] | None 
 
 
 def score_model(model, tokenizer, eval_rows: datasets.Dataset, gen_rows: datasets.Dataset,
-                references: list[str], spec: EvalSpec, metrics: dict[str, Any]) -> tuple[dict, list[str]]:
+                references: list[str], spec: EvalSpec, metrics: dict[str, Any]) -> tuple[ModelScores, list[str]]:
     """Loss, perplexity and generation metrics of one model; also its generations."""
     loss, _ = target_loss(model, eval_rows, tokenizer.pad_token_id, spec.batch_size)
     predictions = generate(model, tokenizer, list(gen_rows["prompt"]), spec.max_new_tokens, spec.batch_size)
     scores = {"eval_loss": loss, "perplexity": perplexity(loss)}
     for name, metric in metrics.items():
         scores.update(metric.compute(predictions=predictions, references=references))
-    return scores, predictions
+    return ModelScores(**scores), predictions
 
 
-def _summary(name: str, scores: dict) -> str:
-    return (f"{name}: loss {scores['eval_loss']:.4f} ppl {scores['perplexity']:.2f} "
-            f"exact_match {scores['exact_match']:.2f} rouge_l {scores['rouge_l']:.2f}")
+def _summary(name: str, scores: ModelScores) -> str:
+    return (f"{name}: loss {scores.eval_loss:.4f} ppl {scores.perplexity:.2f} "
+            f"exact_match {scores.exact_match:.2f} rouge_l {scores.rouge_l:.2f}")
 
 
 def evaluate_adapter(model_dir: str | Path, adapter_dir: str | Path, dataset_dir: str | Path, spec: EvalSpec,
-                     device: DeviceInfo, log: Callable[[str], Any] = print) -> dict:
-    """Score the base and base+adapter on the held-out split; return the report."""
+                     device: DeviceInfo, log: Callable[[str], Any] = print) -> EvaluationReport:
+    """Score the base and base+adapter on the held-out split.
+
+    Args:
+        model_dir: a quantized_base_model artifact's `model/` folder.
+        adapter_dir: a qlora_adapter artifact's `adapter/` folder.
+        dataset_dir: a training_dataset artifact folder (its eval split is scored).
+        spec: generation length, rows generated, batch size.
+        device: where to run.
+        log: one line per model scored.
+    Returns:
+        base, tuned and delta scores (loss in nats per target token), sample generations, seconds.
+    Raises:
+        PackedKernelError: a 4-bit kernel failure, named with the layer and the CPU.
+    """
     started = time.perf_counter()
     tokenizer = load_tokenizer(model_dir)
     eval_rows = load_eval_split(dataset_dir)
@@ -117,30 +129,14 @@ def evaluate_adapter(model_dir: str | Path, adapter_dir: str | Path, dataset_dir
 
     samples = [{"prompt": p, "reference": r, "base": b, "tuned": t}
                for p, r, b, t in zip(gen_rows["prompt"], references, base_preds, tuned_preds)]
-    return {
-        "base": base,
-        "tuned": tuned,
-        "delta": {k: tuned[k] - base[k] for k in METRICS},
-        "eval_rows": len(eval_rows),
-        "generation_rows": len(gen_rows),
-        "samples": samples[: spec.num_samples_shown],
-        "device": device.type,
-        "compute_dtype": device.dtype_name,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def write_report(report: dict, path: str | Path) -> Path:
-    """Write the report as indented JSON; return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    return path
-
-
-def report_table_md(report: dict) -> str:
-    """A markdown table of base, tuned and delta per metric."""
-    lines = ["| metric | base | tuned | delta |", "| --- | ---: | ---: | ---: |"]
-    for k in METRICS:
-        lines.append(f"| {k} | {report['base'][k]:.4f} | {report['tuned'][k]:.4f} | {report['delta'][k]:+.4f} |")
-    return "\n".join(lines)
+    return EvaluationReport(
+        base=base,
+        tuned=tuned,
+        delta=ModelScores(**{k: getattr(tuned, k) - getattr(base, k) for k in METRICS}),
+        eval_rows=len(eval_rows),
+        generation_rows=len(gen_rows),
+        samples=samples[: spec.num_samples_shown],
+        device=device.type,
+        compute_dtype=device.dtype_name,
+        seconds=round(time.perf_counter() - started, 2),
+    )

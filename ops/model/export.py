@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from transformers import AutoModelForCausalLM
 
 from ..data.chat_template import stop_token_ids
@@ -32,6 +33,26 @@ COMPARISON_PROMPTS = (
     "How many animals are in the list?\ntiger river zebra",
     "Reverse the words.\nred green blue",
 )
+
+
+class ExportResult(BaseModel):
+    """A merged export: where it is, in which dtype, and how far it drifts from the 4-bit + adapter model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    out_dir: str
+    dtype: str
+    dtype_reason: str
+    quantization_config_saved: bool  # False for a correct export: plain weights, no bitsandbytes
+    untied_embeddings: bool  # tied embeddings that the adapter changed were untied before merging
+    max_abs_logit_diff: float  # logits, merged vs reference, over every prompt position
+    mean_abs_logit_diff: float
+    max_abs_reference_logit: float
+    generation_agreement: float  # share of greedy generations that are identical, 0 to 1
+    prompts: int
+    max_new_tokens: int
+    max_abs_logit_diff_allowed: float  # the bound (ops/model/merge_check.py)
+    tolerance_reason: str
 
 
 def export_dtype(device: DeviceInfo, requested: str = "auto", features: CpuFeatures | None = None) -> tuple[torch.dtype, str]:
@@ -131,7 +152,7 @@ def measure(model, tokenizer, prompts: list[str], max_new_tokens: int) -> dict[s
 
 def export_merged(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path, device: DeviceInfo, *,
                   prompt_format: str = "text", dtype: str = "auto", prompts: tuple[str, ...] = COMPARISON_PROMPTS,
-                  max_new_tokens: int = 16, reference=None) -> dict[str, Any]:
+                  max_new_tokens: int = 16, reference=None) -> ExportResult:
     """Write the merged model and tokenizer to `out_dir`; return the dtype used and the measured difference.
 
     The files are written beside `out_dir` first and moved in only when the reloaded model's logits are within
@@ -165,20 +186,20 @@ def export_merged(base_dir: str | Path, adapter_dir: str | Path, out_dir: str | 
                    **compare(expected, measure(reloaded, tokenizer, rendered, max_new_tokens)),
                    "max_new_tokens": max_new_tokens}
         del reloaded
-        summary.update(check_merge(summary, torch_dtype, device))
-        (staging / "export_report.json").write_text(json.dumps(summary, indent=2))
+        result = ExportResult(**summary, **check_merge(summary, torch_dtype, device))
+        (staging / "export_report.json").write_text(result.model_dump_json(indent=2))
         out_dir.mkdir(exist_ok=True)
         for path in staging.iterdir():
             os.replace(path, out_dir / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return summary
+    return result
 
 
-def describe(summary: dict[str, Any]) -> str:
+def describe(result: ExportResult) -> str:
     """The one-paragraph note the CLI prints after an export."""
-    return (f"merged model written to {summary['out_dir']} in {summary['dtype']} ({summary['dtype_reason']}).\n"
-            f"merged vs 4-bit + adapter on {summary['prompts']} prompts: max |logit diff| "
-            f"{summary['max_abs_logit_diff']:.3g} (allowed {summary['max_abs_logit_diff_allowed']:.3g}), mean "
-            f"{summary['mean_abs_logit_diff']:.3g}; greedy generations "
-            f"({summary['max_new_tokens']} tokens) agree on {summary['generation_agreement']:.0%}")
+    return (f"merged model written to {result.out_dir} in {result.dtype} ({result.dtype_reason}).\n"
+            f"merged vs 4-bit + adapter on {result.prompts} prompts: max |logit diff| "
+            f"{result.max_abs_logit_diff:.3g} (allowed {result.max_abs_logit_diff_allowed:.3g}), mean "
+            f"{result.mean_abs_logit_diff:.3g}; greedy generations "
+            f"({result.max_new_tokens} tokens) agree on {result.generation_agreement:.0%}")

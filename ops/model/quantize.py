@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Optional
 
 import bitsandbytes as bnb
 import torch
@@ -15,7 +16,7 @@ from .cpu_features import cpu_features
 from .cpu_kernels import guard_packed_kernel, linear4bit_layers, named_kernel_errors, restore_layer
 from .device import DeviceInfo, compute_dtype_choice
 from .loading import device_map, load_quantized_model, load_tokenizer
-from .spec import QuantSpec
+from .spec import QuantSpec, QuantizedBase
 
 
 def build_bnb_config(spec: QuantSpec, device: DeviceInfo) -> BitsAndBytesConfig:
@@ -91,8 +92,22 @@ def quantize_base(
     trust_remote_code: bool = False,
     token: str | None = None,
     log=print,
-) -> dict:
-    """Load the base in 4-bit, save it to `out_dir/model` with its tokenizer, reload it as a check, report."""
+) -> QuantizedBase:
+    """Load the base in 4-bit, save it to `out_dir/model` with its tokenizer, and reload it as a check.
+
+    Args:
+        base: the resolved base (embedded, local folder or hub id).
+        spec: quant type, double quantization, compute dtype.
+        device: where to quantize; its type decides the compute dtype under `auto`.
+        out_dir: the step's folder; the checkpoint goes to `out_dir / "model"`.
+        trust_remote_code, token: passed to transformers.
+        log: one line per stage.
+    Returns:
+        parameter counts, bits per quantized weight, quantization error, sizes in bytes, seconds.
+    Raises:
+        RuntimeError: no layer was quantized, or the reloaded checkpoint computes something else.
+        PackedKernelError: a kernel failure, named with the layer and the CPU.
+    """
     started = time.time()
     bnb_config = build_bnb_config(spec, device)
     dtype_reason = compute_dtype_choice(device.type, spec.compute_dtype)[1]
@@ -120,29 +135,29 @@ def quantize_base(
     reload_ok = _reload_check(model, tokenizer, model_dir, device)
     log("reloaded the saved checkpoint: outputs match")
     total_params = quantized_params + other_params
-    return {
-        "base_model_id": base.model_id,
-        "base_identity": base.identity,
-        "quant_type": spec.quant_type,
-        "double_quant": bool(next(iter(layers.values())).weight.quant_state.nested),
-        "compute_dtype": str(bnb_config.bnb_4bit_compute_dtype).removeprefix("torch."),
-        "compute_dtype_reason": dtype_reason,
-        "cpu": cpu_features().describe() if device.type == "cpu" else None,
-        "layers_off_packed_cpu_kernel": len(held),
-        "device": device.type,
-        "device_name": device.name,
-        "quantized_layers": len(layers),
-        "quantized_params": quantized_params,
-        "unquantized_params": other_params,
-        "total_params": total_params,
-        "bits_per_quantized_weight": bits / quantized_params,
-        "mean_abs_quant_error": error,
-        "layers_measured_for_error": measured,
-        "size_on_disk_bytes": _weights_bytes(model_dir),
-        "bf16_size_bytes": total_params * 2,
-        "reload_check": reload_ok,
-        "seconds": time.time() - started,
-    }
+    return QuantizedBase(
+        base_model_id=base.model_id,
+        base_identity=base.identity,
+        quant_type=spec.quant_type,
+        double_quant=bool(next(iter(layers.values())).weight.quant_state.nested),
+        compute_dtype=str(bnb_config.bnb_4bit_compute_dtype).removeprefix("torch."),
+        compute_dtype_reason=dtype_reason,
+        cpu=cpu_features().describe() if device.type == "cpu" else None,
+        layers_off_packed_cpu_kernel=len(held),
+        device=device.type,
+        device_name=device.name,
+        quantized_layers=len(layers),
+        quantized_params=quantized_params,
+        unquantized_params=other_params,
+        total_params=total_params,
+        bits_per_quantized_weight=bits / quantized_params,
+        mean_abs_quant_error=error,
+        layers_measured_for_error=measured,
+        size_on_disk_bytes=_weights_bytes(model_dir),
+        bf16_size_bytes=total_params * 2,
+        reload_check=reload_ok,
+        seconds=time.time() - started,
+    )
 
 
 def _reload_check(model, tokenizer, model_dir: Path, device: DeviceInfo) -> bool:

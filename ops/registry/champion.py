@@ -14,19 +14,11 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from ..evaluation.report import improvement, lower_is_better
+from .aliases import check_alias
+
 CHAMPION, CHALLENGER, SKIPPED = "champion", "challenger", "skipped"
-# Metrics whose name ends like these are better when lower; every other metric (exact_match, rouge_l) when higher.
-LOWER_IS_BETTER = ("loss", "perplexity")
 VALUE_TAG = "gate_candidate_value"
-
-
-def lower_is_better(metric: str) -> bool:
-    return metric.rsplit(".", 1)[-1].endswith(LOWER_IS_BETTER)
-
-
-def improvement(metric: str, candidate: float, reference: float) -> float:
-    """How much better `candidate` is than `reference` (positive: better), whatever the metric's direction."""
-    return reference - candidate if lower_is_better(metric) else candidate - reference
 
 
 @dataclass(frozen=True)
@@ -109,8 +101,6 @@ def apply_gate(client: MlflowClient, name: str, version: str | int, metric: str,
 def promote(client: MlflowClient, name: str, version: str | int, alias: str,
             log: Callable[[str], None] = print) -> GateDecision:
     """Point `alias` at `version` by hand (a promotion or a rollback), recording who held it before on the version."""
-    from .aliases import check_alias  # ops.registry imports this module for the gate
-
     check_alias(alias)
     target = client.get_model_version(name, str(version))  # raises when the version does not exist
     try:

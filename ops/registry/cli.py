@@ -101,7 +101,8 @@ def cmd_export(client, args) -> Any:
                                       f"{flavor.get('config', {}).get('base_model_id')!r}); export needs the base")
         return export_merged(local / artifacts["base_model"]["path"], local / artifacts["adapter"]["path"],
                              args.out_dir, resolve_device(),
-                             prompt_format=flavor.get("config", {}).get("prompt_format", "text"), dtype=args.dtype)
+                             prompt_format=flavor.get("config", {}).get("prompt_format", "text"),
+                             dtype=args.dtype).model_dump()
 
 
 def print_models(result: list[dict], args) -> None:
@@ -128,9 +129,9 @@ def print_generate(result: list[dict], args) -> None:
 
 
 def print_export(result: dict, args) -> None:
-    from ..model.export import describe
+    from ..model.export import ExportResult, describe
 
-    print(describe(result))
+    print(describe(ExportResult.model_validate(result)))
 
 
 COMMANDS = {"models": (cmd_models, print_models), "show": (cmd_show, print_show),

@@ -12,12 +12,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, ConfigDict
 
 from ..core.fingerprint import FINGERPRINT_LEN
 from ..core.locks import file_lock
@@ -26,6 +27,24 @@ from .champion import apply_gate
 from .logged_model import hub_base_config, log_adapter_model
 from .spec import RegistrySpec
 from .tracking import ensure_experiment, flatten_params
+
+class Registration(BaseModel):
+    """A registered adapter: which version holds it, where the alias stands, and how to load it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str
+    version: int
+    alias: str
+    run_id: Optional[str]  # the MLflow run that logged the model
+    tracking_uri: str
+    gate_decision: str  # champion, challenger, skipped (ops/registry/champion.py), or "" for an older version
+    model_uri: str  # models:/NAME/VERSION: always this adapter's version
+    alias_uri: str  # models:/NAME@ALIAS: moves with later registrations
+    alias_version: Optional[int]  # where the alias points now (None: unset)
+    version_aliases: list[str]  # every alias on this version
+    cache_hit: bool = False  # a version already held this adapter; nothing was registered
+
 
 REGISTRATION_TIMEOUT_S = 300  # the file and sqlite stores are READY at once; remote registries may copy files first
 
@@ -101,12 +120,25 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
                      spec: RegistrySpec, adapter_dir: Path, base_model_dir: Path, prompt_format: str,
                      params: dict, metrics: dict, report_path: Path, tags: dict[str, str],
                      run_id: str | None = None, log: Callable[[str], None] = print, log_base: bool = True,
-                     system_message: str | None = None) -> dict:
+                     system_message: str | None = None) -> Registration:
     """Log the adapter as a pyfunc model, register a new version of `spec.model_name` and point `spec.alias` at it.
 
+    Args:
+        tracking_uri, registry_uri, artifact_location, experiment: where MLflow keeps the run and the version.
+        spec: model name, alias, the champion gate's metric and margin, whether to copy the base.
+        adapter_dir, base_model_dir: the adapter and its 4-bit base.
+        prompt_format, system_message: how serving renders requests (the training data's).
+        params, metrics: logged on the run (nested dicts are flattened); `metrics` feeds the champion gate.
+        report_path: the evaluation report, logged as a run artifact.
+        tags: lineage tags for the run and the version.
+        run_id: the training run to resume, when it still exists.
+        log: one line per stage. log_base: as `spec.log_base`.
     Returns:
-        model_name, version, alias, run_id, tracking_uri, gate_decision, and `version_summary`'s URIs
-        (`model_uri` names the version: models:/NAME/VERSION).
+        the new version, its URIs and the gate's decision.
+    Raises:
+        ValueError: an alias MLflow reserves.
+        RuntimeError: the logged model failed to predict on its input example.
+        MlflowException: the registration failed or timed out.
     """
     check_alias(spec.alias)
     registry_uri = registry_uri or tracking_uri
@@ -139,15 +171,9 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
     log(f"registered {spec.model_name} version {mv.version}, alias {spec.alias!r}")
     gate = apply_gate(client, spec.model_name, mv.version, spec.primary_metric, numeric_metrics(metrics),
                       spec.min_improvement, log=log)
-    return {
-        "model_name": spec.model_name,
-        "version": int(mv.version),
-        "alias": spec.alias,
-        "run_id": run_id,
-        "tracking_uri": tracking_uri,
-        "gate_decision": gate.decision,
-        **version_summary(client, spec.model_name, mv.version, spec.alias),
-    }
+    return Registration(model_name=spec.model_name, version=int(mv.version), alias=spec.alias, run_id=run_id,
+                        tracking_uri=tracking_uri, gate_decision=gate.decision,
+                        **version_summary(client, spec.model_name, mv.version, spec.alias))
 
 
 @contextmanager
@@ -160,22 +186,31 @@ def registry_lock(tracking_uri: str, timeout_s: float = 900.0) -> Iterator[None]
         yield
 
 
-def register_once(dedupe_tag: str = "registration_fingerprint", **kwargs: Any) -> dict:
+def register_once(dedupe_tag: str = "registration_fingerprint", force: bool = False, **kwargs: Any) -> Registration:
     """`register_adapter(**kwargs)` unless a version tagged `dedupe_tag` with this value exists (then that
     version, with cache_hit True); the check and the registration happen under the registry lock.
 
     Either way `model_uri` names the version that holds this adapter (models:/NAME/VERSION): a cache hit does
     not move the alias, which may since point at another adapter's version (`alias_version` says which).
+
+    Args:
+        dedupe_tag: the tag (in `kwargs["tags"]`) that names what is registered.
+        force: register a new version even when one already holds this adapter (still under the lock).
+        kwargs: as for `register_adapter`.
+    Returns:
+        the version that holds the adapter.
+    Raises:
+        as `register_adapter`; TimeoutError when another registration holds the lock too long.
     """
     spec, value = kwargs["spec"], kwargs["tags"][dedupe_tag]
     tracking_uri, registry_uri = kwargs["tracking_uri"], kwargs.get("registry_uri") or kwargs["tracking_uri"]
     with registry_lock(tracking_uri):
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-        existing = find_version_by_tag(client, spec.model_name, dedupe_tag, value)
-        if existing is not None:
-            kwargs.get("log", print)(f"{spec.model_name} version {existing.version} already holds this adapter")
-            return {"model_name": spec.model_name, "version": int(existing.version), "alias": spec.alias,
-                    "run_id": existing.run_id, "tracking_uri": tracking_uri,
-                    "gate_decision": existing.tags.get("gate_decision", ""), "cache_hit": True,
-                    **version_summary(client, spec.model_name, existing.version, spec.alias)}
-        return {**register_adapter(**kwargs), "cache_hit": False}
+        existing = None if force else find_version_by_tag(client, spec.model_name, dedupe_tag, value)
+        if existing is None:
+            return register_adapter(**kwargs)
+        kwargs.get("log", print)(f"{spec.model_name} version {existing.version} already holds this adapter")
+        return Registration(model_name=spec.model_name, version=int(existing.version), alias=spec.alias,
+                            run_id=existing.run_id, tracking_uri=tracking_uri,
+                            gate_decision=existing.tags.get("gate_decision", ""), cache_hit=True,
+                            **version_summary(client, spec.model_name, existing.version, spec.alias))

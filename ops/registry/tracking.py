@@ -1,15 +1,34 @@
-"""MLflow tracking helpers shared by training (per-step loss) and registration (one run per adapter)."""
+"""MLflow tracking shared by training (per-step loss) and registration (one run per adapter): where runs go,
+how they are opened and resumed, and the lineage tags every run and version carries."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from mlflow.tracking import MlflowClient
 
 from ..core.paths import default_mlflow_artifacts
 
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value (older servers: 500); longer values are cut
+
+
+@dataclass(frozen=True)
+class MlflowTarget:
+    """Where runs and registered versions go (the mlflow resource resolves it)."""
+
+    tracking_uri: str
+    registry_uri: str
+    experiment: str
+    artifact_location: Optional[str] = None
+
+
+def lineage_tags(step: str, fingerprint: str, inputs: dict[str, str], dagster_run_id: str) -> dict[str, str]:
+    """The lineage-tag policy, in one place: `<step>_fingerprint`, `<input>_fingerprint` per input, and the
+    Dagster run that made it. Training runs and registered versions carry these tags."""
+    return {f"{step}_fingerprint": fingerprint, **{f"{name}_fingerprint": fp for name, fp in inputs.items()},
+            "dagster_run_id": dagster_run_id}
 
 
 def default_artifact_location(tracking_uri: str) -> str | None:
@@ -53,7 +72,7 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[st
     return run.info.run_id
 
 
-def code_version() -> str:
+def project_release() -> str:
     """The project's version plus the git commit it runs from, when there is one."""
     import subprocess
     from importlib.metadata import PackageNotFoundError, version
@@ -92,7 +111,11 @@ def resume_or_start_run(run_id_file: Path, tracking_uri: str, experiment: str, r
 
 
 class TrackingServerUnavailable(RuntimeError):
-    pass
+    """An HTTP tracking server did not answer its health check: fail at once, before any work."""
+
+
+class RunNotStarted(RuntimeError):
+    """The tracking server answered but did not take the run; worth retrying, nothing has been trained yet."""
 
 
 def redact_uri(uri: str) -> str:
@@ -122,3 +145,29 @@ def check_tracking_server(tracking_uri: str, timeout_s: float = 10.0) -> None:
         raise TrackingServerUnavailable(
             f"MLflow tracking server {redact_uri(tracking_uri)} does not answer ({reason}); start it, or point "
             "the mlflow resource's tracking_uri (or MLFLOW_TRACKING_URI) at one that runs") from None
+
+
+def open_training_run(run_id_file: Path, target: MlflowTarget, fingerprint: str, inputs: dict[str, str],
+                      params: dict[str, Any], dagster_run_id: str) -> str:
+    """The MLflow run a training step logs its loss to: the one recorded beside its checkpoints when it still
+    exists (a resumed training keeps one loss curve), else a new run named after the adapter's fingerprint.
+
+    Args:
+        run_id_file: where the run id is kept, beside the checkpoints.
+        target: tracking URI, experiment and artifact location.
+        fingerprint, inputs: the adapter's fingerprint and its inputs' (lineage tags).
+        params: logged on a new run (nested dicts are flattened).
+        dagster_run_id: the Dagster run, tagged for lineage.
+    Returns:
+        the run id.
+    Raises:
+        TrackingServerUnavailable: an HTTP server that does not answer (fail at once).
+        RunNotStarted: the server answered but creating or reading the run failed (retry).
+    """
+    check_tracking_server(target.tracking_uri)  # before any training, not after hours of it
+    tags = lineage_tags("adapter", fingerprint, inputs, dagster_run_id)
+    try:
+        return resume_or_start_run(run_id_file, target.tracking_uri, target.experiment, f"adapter-{fingerprint}",
+                                   params, tags, target.artifact_location)
+    except Exception as err:  # the tracking server may be briefly away
+        raise RunNotStarted(f"MLflow at {redact_uri(target.tracking_uri)} did not take the run ({err})") from err

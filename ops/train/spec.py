@@ -1,11 +1,12 @@
-"""Settings of qlora_adapter: the LoRA adapter and the training run (pydantic, a help text per field)."""
+"""Settings and result of qlora_adapter: the LoRA adapter and the training run (pydantic, a help text per field)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Optional
 
 from pydantic import BaseModel, Field, field_validator
 
+from ..core.store import StepSummary
 from ..core.validation import non_negative, positive
 
 
@@ -65,3 +66,26 @@ class TrainSpec(LoraSpec):
     @classmethod
     def _non_negative(cls, v, info):
         return non_negative(info.field_name, v)
+
+
+class TrainResult(StepSummary):
+    """What `train_adapter` did: parameter counts, steps, losses (nats per target token), speed, memory."""
+
+    trainable_params: int
+    total_params: int
+    trainable_share: float  # trainable / total
+    steps: int  # optimizer steps done, resumed ones included
+    resumed_from_step: int  # 0: a fresh start
+    final_loss: float  # nats, the last logged training loss
+    mean_train_loss: float  # nats, over this process's steps
+    loss_history: list[tuple[int, float]]  # (step, loss in nats) at each logging step
+    tokens_per_second: float
+    train_tokens: int
+    peak_memory_bytes: int
+    optimizer: str  # what actually ran (a paged optimizer falls back to non-paged state on a CPU)
+    device: str
+    compute_dtype: str
+    compute_dtype_reason: Optional[str]
+    wall_seconds: float
+    mlflow_run_id: Optional[str] = None  # the run the per-step loss went to, when tracked
+    tracking_uri: Optional[str] = None  # that run's server, credentials removed

@@ -11,7 +11,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -21,7 +21,7 @@ from .callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
 from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
 from ..model.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
 from ..model.loading import load_quantized_model, load_tokenizer
-from .spec import TrainSpec
+from .spec import TrainResult, TrainSpec
 from ..data.tokens import MODEL_COLUMNS, pad_batch
 
 
@@ -118,8 +118,24 @@ def train_adapter(
     checkpoint_dir: Path | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     log: Callable[[str], None] = print,
-) -> dict:
-    """Train LoRA adapters on the 4-bit base in `model_dir`; save them to `out_dir/adapter`; return a summary."""
+) -> TrainResult:
+    """Train LoRA adapters on the 4-bit base in `model_dir`; save them to `out_dir/adapter`.
+
+    Args:
+        model_dir: a quantized_base_model artifact's `model/` folder.
+        dataset_dir: a training_dataset artifact folder.
+        out_dir: where `adapter/` and `train_summary.json` go.
+        spec: LoRA and training settings.
+        device: where to train, and in which compute dtype.
+        checkpoint_dir: resumable checkpoints (default `out_dir/checkpoints`); training resumes from the latest.
+        callbacks: extra transformers callbacks (the MLflow loss logger).
+        log: progress lines.
+    Returns:
+        counts, steps, losses in nats, tokens per second, peak memory in bytes, wall seconds.
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite.
+        PackedKernelError: a 4-bit kernel failure, named with the layer and the CPU.
+    """
     from ..data.preparation import load_prepared
 
     started = time.time()
@@ -154,25 +170,25 @@ def train_adapter(
     adapter_dir = Path(out_dir) / "adapter"
     model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
-    summary = {
-        "trainable_params": trainable,
-        "total_params": total,
-        "trainable_share": trainable / total,
-        "steps": trainer.state.global_step,
-        "resumed_from_step": int(resume.name.rsplit("-", 1)[-1]) if resume else 0,
-        "final_loss": progress.history[-1][1] if progress.history else float(result.training_loss),
-        "mean_train_loss": float(result.training_loss),
-        "loss_history": progress.history,
-        "tokens_per_second": progress.tokens_per_second(),
-        "train_tokens": counter.tokens,
-        "peak_memory_bytes": peak_memory_bytes(device.type),
-        "optimizer": describe_optimizer(trainer.optimizer, spec.optim, device),
-        "device": device.type,
-        "compute_dtype": device.dtype_name,
-        "compute_dtype_reason": device.dtype_reason,
-        "wall_seconds": time.time() - started,
-    }
-    (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    summary = TrainResult(
+        trainable_params=trainable,
+        total_params=total,
+        trainable_share=trainable / total,
+        steps=trainer.state.global_step,
+        resumed_from_step=int(resume.name.rsplit("-", 1)[-1]) if resume else 0,
+        final_loss=progress.history[-1][1] if progress.history else float(result.training_loss),
+        mean_train_loss=float(result.training_loss),
+        loss_history=progress.history,
+        tokens_per_second=progress.tokens_per_second(),
+        train_tokens=counter.tokens,
+        peak_memory_bytes=peak_memory_bytes(device.type),
+        optimizer=describe_optimizer(trainer.optimizer, spec.optim, device),
+        device=device.type,
+        compute_dtype=device.dtype_name,
+        compute_dtype_reason=device.dtype_reason,
+        wall_seconds=time.time() - started,
+    )
+    (Path(out_dir) / "train_summary.json").write_text(summary.model_dump_json(indent=2))
     return summary
 
 
@@ -191,5 +207,5 @@ def main(argv: list[str] | None = None) -> None:
         fields = yaml.safe_load(args.config.read_text()) or {}
     summary = train_adapter(args.model_dir, args.dataset_dir, args.out_dir, TrainSpec(**fields),
                             resolve_device(args.require_gpu))
-    print(json.dumps({k: v for k, v in summary.items() if k != "loss_history"}, indent=2))
+    print(summary.model_dump_json(indent=2, exclude={"loss_history"}))
 

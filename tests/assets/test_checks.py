@@ -40,7 +40,7 @@ def test_checks_pass_then_gate_picks_champion_and_challenger(tiny_base_dir):
 
     # A different adapter must beat the champion by an impossible margin: it is registered, as challenger.
     config = run_config(learning_rate=5e-4)
-    config["ops"]["registered_adapter"]["config"]["min_improvement"] = 100.0
+    config["resources"]["registered_model"]["config"]["min_improvement"] = 100.0
     second = materialize(tiny_base_dir, config)
     assert second.success
     info = registered(second)

@@ -31,9 +31,9 @@ def test_auto_compute_dtype_is_bf16_on_a_gpu_that_has_it(gpu, gpu_quantized):
     expected = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     summary = gpu_quantized[1]
     assert gpu.type == "cuda" and gpu.dtype_name == expected
-    assert summary["compute_dtype"] == expected and summary["device"] == "cuda"
-    assert summary["double_quant"] is True and 4.12 <= summary["bits_per_quantized_weight"] <= 4.14
-    assert summary["reload_check"] is True and summary["mean_abs_quant_error"] > 0
+    assert summary.compute_dtype == expected and summary.device == "cuda"
+    assert summary.double_quant is True and 4.12 <= summary.bits_per_quantized_weight <= 4.14
+    assert summary.reload_check is True and summary.mean_abs_quant_error > 0
 
 
 def test_paged_adamw_pages_its_state_on_cuda(gpu, gpu_quantized, tiny_dataset, tmp_path):
@@ -42,9 +42,9 @@ def test_paged_adamw_pages_its_state_on_cuda(gpu, gpu_quantized, tiny_dataset, t
 
     spec = TrainSpec(max_steps=3, batch_size=8, logging_steps=1, save_steps=100, warmup_steps=1, optim="paged_adamw_32bit")
     summary = train_adapter(gpu_quantized[0] / "model", tiny_dataset[0], tmp_path, spec, gpu, log=lambda _: None)
-    assert summary["steps"] == 3 and summary["device"] == "cuda"
-    assert summary["optimizer"].startswith("paged_adamw_32bit: bitsandbytes.")
-    assert "with paged optimizer state" in summary["optimizer"] and "fell back" not in summary["optimizer"]
-    assert summary["peak_memory_bytes"] > 0  # torch.cuda.max_memory_allocated
-    assert len(summary["loss_history"]) == 3 and all(math.isfinite(loss) for _, loss in summary["loss_history"])
+    assert summary.steps == 3 and summary.device == "cuda"
+    assert summary.optimizer.startswith("paged_adamw_32bit: bitsandbytes.")
+    assert "with paged optimizer state" in summary.optimizer and "fell back" not in summary.optimizer
+    assert summary.peak_memory_bytes > 0  # torch.cuda.max_memory_allocated
+    assert len(summary.loss_history) == 3 and all(math.isfinite(loss) for _, loss in summary.loss_history)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()

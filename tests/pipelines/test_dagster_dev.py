@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.run_configs import tiny_run_config
 from ops.core.paths import BUNDLED_DATASET, REPO_ROOT
 from ops.data.source_watch import run_key, source_fingerprint
 
@@ -51,17 +52,8 @@ def wait_for(what: str, probe, timeout_s: float, every_s: float = 2.0):
 
 
 def tiny_run_config(base_dir: Path) -> dict:
-    return {
-        "execution": {"config": {"in_process": {}}},  # one process: step subprocesses would each import torch
-        "resources": {"base_model": {"config": {"model_id": str(base_dir)}}},
-        "ops": {
-            "training_dataset": {"config": {"max_rows": 120, "max_seq_len": 64}},
-            "qlora_adapter": {"config": {"max_steps": 2, "batch_size": 8, "save_steps": 2, "logging_steps": 1,
-                                         "warmup_steps": 1}},
-            "adapter_evaluation": {"config": {"num_generation_examples": 4, "max_new_tokens": 4}},
-            "registered_adapter": {"config": {"model_name": "dev-sensor-test"}},
-        },
-    }
+    # One process: step subprocesses would each import torch.
+    return {"execution": {"config": {"in_process": {}}}, **tiny_run_config("dev-sensor-test", base_dir)}
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import datasets
 
 from ops.data import checks
+from ops.data.spec import DatasetSummary
 
 
 def splits(train: list[tuple[str, str]], held_out: list[tuple[str, str]]) -> datasets.DatasetDict:
@@ -19,5 +20,8 @@ def test_data_rules():
     leaky = checks.splits_disjoint(splits([("q1", "a1"), ("q3", "a3")], [("q3", "a3")]))
     assert not leaky.passed and leaky.metadata["overlapping_examples"] == 1
     assert checks.enough_rows(clean, 2, 1).passed and not checks.enough_rows(clean, 3, 1).passed
-    summary = {"rows": 90, "dropped_no_target": 10, "truncated_rows": 20, "max_seq_len": 64}
+    summary = DatasetSummary(format="alpaca", rows_loaded=100, duplicates_dropped=0, ignored_columns=[],
+                             near_duplicate_prompts_across_split=0, rows=90, train_rows=80, eval_rows=10, tokens=5000,
+                             target_tokens=900, truncated_rows=20, dropped_no_target=10, max_seq_len=64,
+                             system_message=None, preview=[])
     assert checks.truncation_within(summary, 0.2).passed and not checks.truncation_within(summary, 0.1).passed

@@ -51,7 +51,7 @@ def test_alpaca_with_and_without_input(tmp_path, tokenizer):
     rows = [{"instruction": "Give the first word.", "input": "apple river", "output": "apple"},
             {"instruction": "Say hi.", "output": "hi"}, {"instruction": "Say yo.", "input": "", "output": "yo"}]
     stats, splits, lines = prepare(tmp_path, rows, tokenizer)
-    assert stats["format"] == "alpaca"
+    assert stats.format == "alpaca"
     by_completion = {e["completion"]: e for e in all_examples(splits)}
     assert by_completion["apple"]["prompt"] == "### Instruction:\nGive the first word.\n\n### Input:\napple river\n\n### Response:\n"
     assert by_completion["hi"]["prompt"] == "### Instruction:\nSay hi.\n\n### Response:\n"
@@ -65,7 +65,7 @@ def test_chat_uses_the_template_and_keeps_a_single_eos(tmp_path, tokenizer):
     rows = [{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Say {w}."},
                           {"role": "assistant", "content": w}]} for w in ("hi", "yo", "ok")]
     stats, splits, _ = prepare(tmp_path, rows, tokenizer)
-    assert stats["format"] == "chat"
+    assert stats.format == "chat"
     for example in all_examples(splits):
         assert example["prompt"].startswith("<|system|>\nBe brief.\n<|user|>\nSay ")
         assert example["prompt"].endswith("<|assistant|>\n")
@@ -93,7 +93,7 @@ def test_chat_targets_end_at_the_end_of_turn_token(tmp_path, family):
 def test_prompt_completion_and_explicit_format(tmp_path, tokenizer):
     rows = [{"prompt": f"2+{i}=", "completion": str(2 + i), "extra": "ignored"} for i in range(4)]
     stats, splits, _ = prepare(tmp_path, rows, tokenizer, format="prompt_completion")
-    assert stats["format"] == "prompt_completion"
+    assert stats.format == "prompt_completion"
     for example in all_examples(splits):
         assert_masked(example, tokenizer)
         assert example["completion"] == str(2 + int(example["prompt"][2:-1]))
@@ -101,7 +101,7 @@ def test_prompt_completion_and_explicit_format(tmp_path, tokenizer):
 
 def test_text_trains_on_everything_but_bos(tmp_path, tokenizer):
     stats, splits, _ = prepare(tmp_path, [{"text": f"apple river stone {i}"} for i in range(4)], tokenizer)
-    assert stats["format"] == "text"
+    assert stats.format == "text"
     for example in all_examples(splits):
         assert example["prompt"] == ""
         assert example["labels"][0] == IGNORE_INDEX
@@ -117,8 +117,8 @@ def test_train_on_prompt_labels_every_token(tmp_path, tokenizer):
 def test_stats_count_tokens_and_targets(tmp_path, tokenizer):
     stats, splits, _ = prepare(tmp_path, make_rows(10), tokenizer)
     examples = all_examples(splits)
-    assert stats["tokens"] == sum(len(e["input_ids"]) for e in examples)
-    assert stats["target_tokens"] == sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
+    assert stats.tokens == sum(len(e["input_ids"]) for e in examples)
+    assert stats.target_tokens == sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
     assert splits["train"].column_names == ["input_ids", "attention_mask", "labels", "prompt", "completion"]
     assert splits["train"].features["labels"].feature.dtype == "int64"
 
@@ -129,8 +129,8 @@ def test_truncation_counts_and_drops_rows_left_without_a_target(tmp_path, tokeni
             {"prompt": " ".join(["tiger"] * 40), "completion": "x"},  # prompt alone fills max_seq_len
             {"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": "d"}]
     stats, splits, lines = prepare(tmp_path, rows, tokenizer, max_seq_len=16)
-    assert stats["truncated_rows"] == 2 and stats["dropped_no_target"] == 1
-    assert stats["rows"] == 3 and stats["rows_loaded"] == 4
+    assert stats.truncated_rows == 2 and stats.dropped_no_target == 1
+    assert stats.rows == 3 and stats.rows_loaded == 4
     examples = all_examples(splits)
     assert max(len(e["input_ids"]) for e in examples) == 16
     cut = next(e for e in examples if e["completion"] == long_output)
@@ -142,9 +142,9 @@ def test_duplicates_are_dropped_and_counted_before_max_rows(tmp_path, tokenizer)
     rows = make_rows(6)
     reordered = {k: rows[0][k] for k in reversed(list(rows[0]))}  # same row, other key order
     stats, _, _ = prepare(tmp_path / "a", rows + [rows[1], reordered], tokenizer)
-    assert stats["rows_loaded"] == 8 and stats["duplicates_dropped"] == 2 and stats["rows"] == 6
+    assert stats.rows_loaded == 8 and stats.duplicates_dropped == 2 and stats.rows == 6
     stats, _, _ = prepare(tmp_path / "b", rows + [rows[1]], tokenizer, max_rows=4)
-    assert stats["duplicates_dropped"] == 1 and stats["rows"] == 4
+    assert stats.duplicates_dropped == 1 and stats.rows == 4
 
 
 def test_split_is_seeded_disjoint_and_complete(tmp_path, tokenizer):
@@ -152,7 +152,7 @@ def test_split_is_seeded_disjoint_and_complete(tmp_path, tokenizer):
     stats, a, _ = prepare(tmp_path / "a", rows, tokenizer, eval_fraction=0.25, seed=7)
     _, b, _ = prepare(tmp_path / "b", rows, tokenizer, eval_fraction=0.25, seed=7)
     _, c, _ = prepare(tmp_path / "c", rows, tokenizer, eval_fraction=0.25, seed=8)
-    assert (stats["train_rows"], stats["eval_rows"]) == (30, 10)
+    assert (stats.train_rows, stats.eval_rows) == (30, 10)
     assert a["eval"]["completion"] == b["eval"]["completion"]
     assert a["eval"]["completion"] != c["eval"]["completion"]
     train, held_out = set(a["train"]["completion"]), set(a["eval"]["completion"])
@@ -162,7 +162,7 @@ def test_split_is_seeded_disjoint_and_complete(tmp_path, tokenizer):
 
 def test_tiny_datasets_still_get_one_row_per_split(tmp_path, tokenizer):
     stats, _, _ = prepare(tmp_path, make_rows(2), tokenizer, eval_fraction=0.9)
-    assert (stats["train_rows"], stats["eval_rows"]) == (1, 1)
+    assert (stats.train_rows, stats.eval_rows) == (1, 1)
 
 
 def test_too_few_rows_for_a_split(tmp_path, tokenizer):
@@ -173,9 +173,9 @@ def test_too_few_rows_for_a_split(tmp_path, tokenizer):
 def test_preview_is_short(tmp_path, tokenizer):
     rows = [{"prompt": "p" * 300, "completion": f"c{i}"} for i in range(8)]
     stats, _, _ = prepare(tmp_path, rows, tokenizer, max_seq_len=512)
-    assert len(stats["preview"]) == 5
-    assert len(stats["preview"][0]["prompt"]) == 120 and stats["preview"][0]["prompt"].endswith("...")
-    assert stats["preview"][0]["completion"] == "c0"
+    assert len(stats.preview) == 5
+    assert len(stats.preview[0]["prompt"]) == 120 and stats.preview[0]["prompt"].endswith("...")
+    assert stats.preview[0]["completion"] == "c0"
 
 
 def test_wrong_explicit_format_names_the_row(tmp_path, tokenizer):
@@ -193,12 +193,12 @@ def test_chat_needs_a_chat_template(tmp_path, tokenizer):
 def test_bundled_dataset_end_to_end(tmp_path, tokenizer):
     lines: list[str] = []
     stats = prepare_dataset(DataSpec(), tokenizer, tmp_path, log=lines.append)
-    assert stats["rows_loaded"] == 1500 and stats["format"] == "alpaca"
-    assert stats["rows"] == 1500 - stats["duplicates_dropped"]
-    assert stats["truncated_rows"] == 0 and stats["dropped_no_target"] == 0
-    assert stats["eval_rows"] == round(stats["rows"] * 0.1)
+    assert stats.rows_loaded == 1500 and stats.format == "alpaca"
+    assert stats.rows == 1500 - stats.duplicates_dropped
+    assert stats.truncated_rows == 0 and stats.dropped_no_target == 0
+    assert stats.eval_rows == round(stats.rows * 0.1)
     splits = load_prepared(tmp_path / "dataset")  # the dataset folder itself loads too
-    assert len(splits["train"]) == stats["train_rows"]
+    assert len(splits["train"]) == stats.train_rows
     assert_masked(splits["eval"][0], tokenizer)
 
 
@@ -233,8 +233,8 @@ def test_duplicates_are_found_on_what_the_model_sees_not_on_unused_columns(tmp_p
     frame.to_csv(src)  # pandas' default: a leading unnamed index column 0, 1, 2, ...
     lines: list[str] = []
     stats = prepare_dataset(DataSpec(source=str(src)), tokenizer, tmp_path / "out", log=lines.append)
-    assert stats["duplicates_dropped"] == 80 and stats["rows"] == 40
-    assert stats["ignored_columns"] == [""]
+    assert stats.duplicates_dropped == 80 and stats.rows == 40
+    assert stats.ignored_columns == [""]
     assert "ignoring columns that format prompt_completion does not use: '' (unnamed: a saved index?)" in lines
     splits = load_prepared(tmp_path / "out")
     assert not set(splits["train"]["prompt"]) & set(splits["eval"]["prompt"])
@@ -248,7 +248,7 @@ def test_near_duplicate_prompts_across_the_split_are_counted(tmp_path, tokenizer
 
     train = {normalized(p) for p in splits["train"]["prompt"]}
     expected = sum(normalized(p) in train for p in splits["eval"]["prompt"])
-    assert stats["near_duplicate_prompts_across_split"] == expected > 0
+    assert stats.near_duplicate_prompts_across_split == expected > 0
 
 
 def test_unknown_chat_roles_are_refused_naming_row_and_message(tmp_path, tokenizer):

@@ -98,8 +98,8 @@ def test_data_preparation_records_the_system_message_for_serving(tmp_path, token
     src = tmp_path / "chat.jsonl"
     src.write_text("".join(json.dumps(chat_row(f"Is {w} an animal?", "yes")) + "\n" for w in ("cat", "dog", "owl")))
     stats = prepare_dataset(DataSpec(source=str(src)), tokenizer, tmp_path / "out", log=lambda _: None)
-    assert stats["format"] == "chat" and stats["system_message"] == SYSTEM
+    assert stats.format == "chat" and stats.system_message == SYSTEM
     alpaca = tmp_path / "alpaca.jsonl"
     alpaca.write_text("".join(json.dumps({"instruction": f"Say {w}.", "output": w}) + "\n" for w in ("a", "b", "c")))
     assert prepare_dataset(DataSpec(source=str(alpaca)), tokenizer, tmp_path / "out2",
-                           log=lambda _: None)["system_message"] is None
+                           log=lambda _: None).system_message is None

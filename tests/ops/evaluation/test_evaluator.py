@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from ops.data.chat_template import answer_text, stop_token_ids
 from ops.model.device import DeviceInfo
 from ops.model.embedded import build_embedded_base
-from ops.evaluation.evaluator import clean_reference, evaluate_adapter, report_table_md, write_report
+from ops.evaluation.evaluator import clean_reference, evaluate_adapter
+from ops.evaluation.report import METRICS, EvaluationReport, report_table_md, write_report
 from ops.model.generation import encode_prompts, generate
 from ops.model.loading import load_quantized_model, load_tokenizer
 from ops.core.paths import BUNDLED_DATASET
@@ -102,22 +103,22 @@ def _plain_loss(model, dataset_dir: Path) -> float:
 
 def test_report_structure(report):
     for side in ("base", "tuned", "delta"):
-        assert set(report[side]) == {"eval_loss", "perplexity", "exact_match", "rouge_l"}
-    assert report["eval_rows"] == EVAL_ROWS
-    assert report["generation_rows"] == SPEC.num_generation_examples
-    assert len(report["samples"]) == SPEC.num_samples_shown
-    assert set(report["samples"][0]) == {"prompt", "reference", "base", "tuned"}
-    assert report["samples"][0]["prompt"].startswith("### Instruction:")
-    assert (report["device"], report["compute_dtype"]) == ("cpu", "float32")
-    assert report["seconds"] > 0
-    for k, delta in report["delta"].items():
-        assert delta == pytest.approx(report["tuned"][k] - report["base"][k])
-    json.dumps(report, allow_nan=False)  # plain JSON, no numpy or tensors
+        assert set(getattr(report, side).model_dump()) == {"eval_loss", "perplexity", "exact_match", "rouge_l"}
+    assert report.eval_rows == EVAL_ROWS
+    assert report.generation_rows == SPEC.num_generation_examples
+    assert len(report.samples) == SPEC.num_samples_shown
+    assert set(report.samples[0]) == {"prompt", "reference", "base", "tuned"}
+    assert report.samples[0]["prompt"].startswith("### Instruction:")
+    assert (report.device, report.compute_dtype) == ("cpu", "float32")
+    assert report.seconds > 0
+    for k in METRICS:
+        assert getattr(report.delta, k) == pytest.approx(getattr(report.tuned, k) - getattr(report.base, k))
+    json.dumps(report.model_dump(mode="json"), allow_nan=False)  # plain JSON, no numpy or tensors
 
 
 def test_references_drop_eos_and_whitespace(report, model_dir):
     first_output = json.loads(BUNDLED_DATASET.read_text().splitlines()[0])["output"]
-    assert report["samples"][0]["reference"] == first_output  # the eos text is gone, nothing else changed
+    assert report.samples[0]["reference"] == first_output  # the eos text is gone, nothing else changed
     tokenizer = load_tokenizer(model_dir)
     assert clean_reference(" five</s>\n", tokenizer) == "five"
     assert clean_reference("five", tokenizer) == "five"
@@ -138,20 +139,20 @@ def test_references_are_cut_at_the_end_of_turn_like_predictions(family):
 
 def test_perplexity_is_exp_loss(report):
     for side in ("base", "tuned"):
-        assert report[side]["perplexity"] == pytest.approx(math.exp(report[side]["eval_loss"]), rel=1e-9)
-        assert 0.0 <= report[side]["exact_match"] <= 1.0 and 0.0 <= report[side]["rouge_l"] <= 1.0
+        assert getattr(report, side).perplexity == pytest.approx(math.exp(getattr(report, side).eval_loss), rel=1e-9)
+        assert 0.0 <= getattr(report, side).exact_match <= 1.0 and 0.0 <= getattr(report, side).rouge_l <= 1.0
 
 
 def test_base_loss_matches_a_plain_forward_pass(report, model_dir, dataset_dir):
     expected = _plain_loss(load_quantized_model(model_dir, CPU), dataset_dir)
     # A random 1k-token Llama sits near ln(vocab); the padded, batched loss must agree with the unpadded one.
-    assert report["base"]["eval_loss"] == pytest.approx(expected, rel=1e-4)
+    assert report.base.eval_loss == pytest.approx(expected, rel=1e-4)
     assert 5.0 < expected < 9.0
 
 
 def test_adapter_changes_the_numbers(report):
-    assert abs(report["delta"]["eval_loss"]) > 1e-3
-    assert any(s["base"] != s["tuned"] for s in report["samples"]) or report["delta"]["rouge_l"] != 0
+    assert abs(report.delta.eval_loss) > 1e-3
+    assert any(s["base"] != s["tuned"] for s in report.samples) or report.delta.rouge_l != 0
 
 
 def test_progress_is_logged(report, logged):
@@ -163,12 +164,12 @@ def test_batched_generation_equals_one_at_a_time(model_dir, report):
     """Left padding must not change what a prompt generates."""
     tokenizer = load_tokenizer(model_dir)
     model = load_quantized_model(model_dir, CPU)
-    prompts = [s["prompt"] for s in report["samples"]] + ["### Instruction:\nSay hi.\n\n### Response:\n"]
+    prompts = [s["prompt"] for s in report.samples] + ["### Instruction:\nSay hi.\n\n### Response:\n"]
     batched = generate(model, tokenizer, prompts, max_new_tokens=5, batch_size=4)
     single = generate(model, tokenizer, prompts, max_new_tokens=5, batch_size=1)
     assert batched == single and len(batched) == len(prompts)
     assert all(isinstance(t, str) and t == t.strip() for t in batched)
-    assert [s["base"] for s in report["samples"]] == generate(model, tokenizer, prompts[:3], SPEC.max_new_tokens, 2)
+    assert [s["base"] for s in report.samples] == generate(model, tokenizer, prompts[:3], SPEC.max_new_tokens, 2)
 
 
 def test_prompts_are_encoded_as_training_saw_them(model_dir):
@@ -187,4 +188,4 @@ def test_report_table_and_json(report, tmp_path):
     assert table.splitlines()[0] == "| metric | base | tuned | delta |"
     assert len(table.splitlines()) == 2 + 4 and "| perplexity |" in table
     path = write_report(report, tmp_path / "sub" / "report.json")
-    assert json.loads(path.read_text()) == report
+    assert EvaluationReport.model_validate(json.loads(path.read_text())) == report

@@ -62,21 +62,21 @@ def test_every_step_runs_on_the_architecture(arch, tokenizer, cpu, tmp_path):
 
     quantized = quantize_base(resolve_base(str(base)), QuantSpec(), cpu, tmp_path / "quantized", log=lines.append)
     model_dir = tmp_path / "quantized" / "model"
-    assert quantized["quantized_layers"] == n_layers and quantized["reload_check"] is True
-    assert quantized["layers_off_packed_cpu_kernel"] == (n_unfit if cpu_features().bnb_packed_kernel else 0)
-    assert quantized["mean_abs_quant_error"] > 0 and quantized["layers_measured_for_error"] == n_layers
+    assert quantized.quantized_layers == n_layers and quantized.reload_check is True
+    assert quantized.layers_off_packed_cpu_kernel == (n_unfit if cpu_features().bnb_packed_kernel else 0)
+    assert quantized.mean_abs_quant_error > 0 and quantized.layers_measured_for_error == n_layers
 
     prepare_dataset(DataSpec(max_rows=120, max_seq_len=64), load_tokenizer(model_dir), tmp_path / "data",
                     log=lines.append)
     spec = TrainSpec(max_steps=3, batch_size=8, save_steps=100, logging_steps=1, warmup_steps=1)
     trained = train_adapter(model_dir, tmp_path / "data", tmp_path / "adapter", spec, cpu, log=lines.append)
-    assert trained["steps"] == 3 and all(math.isfinite(loss) for _, loss in trained["loss_history"])
+    assert trained.steps == 3 and all(math.isfinite(loss) for _, loss in trained.loss_history)
     adapter_dir = tmp_path / "adapter" / "adapter"
 
     report = evaluate_adapter(model_dir, adapter_dir, tmp_path / "data",
                               EvalSpec(max_new_tokens=4, num_generation_examples=4, batch_size=8), cpu, log=lines.append)
-    assert math.isfinite(report["base"]["eval_loss"]) and math.isfinite(report["tuned"]["eval_loss"])
-    assert report["base"]["eval_loss"] != report["tuned"]["eval_loss"]  # the adapter changed something
+    assert math.isfinite(report.base.eval_loss) and math.isfinite(report.tuned.eval_loss)
+    assert report.base.eval_loss != report.tuned.eval_loss  # the adapter changed something
 
     model = load_adapter_model(model_dir, adapter_dir, cpu, log=lines.append)
     unfit = [n for n, layer in linear4bit_layers(model).items()
@@ -87,7 +87,7 @@ def test_every_step_runs_on_the_architecture(arch, tokenizer, cpu, tmp_path):
     assert len(completions) == 1 and isinstance(completions[0], str)
 
     exported = export_merged(model_dir, adapter_dir, tmp_path / "merged", cpu, max_new_tokens=4, reference=model)
-    assert exported["quantization_config_saved"] is False and exported["dtype"] == str(export_dtype(cpu)[0])[6:]
-    assert math.isfinite(exported["max_abs_logit_diff"])
-    if exported["dtype"] == "float32":  # the merge in fp32 only rounds differently from base + adapter
-        assert exported["max_abs_logit_diff"] < 1e-2, exported
+    assert exported.quantization_config_saved is False and exported.dtype == str(export_dtype(cpu)[0])[6:]
+    assert math.isfinite(exported.max_abs_logit_diff)
+    if exported.dtype == "float32":  # the merge in fp32 only rounds differently from base + adapter
+        assert exported.max_abs_logit_diff < 1e-2, exported

@@ -255,5 +255,5 @@ def test_bf16_compute_on_the_cpu_really_trains_in_bf16(tiny_quantized, tiny_data
     summary = train_adapter(tiny_quantized[0] / "model", tiny_dataset[0], tmp_path, spec, bf16,
                             callbacks=[probe], log=lambda _: None)
     assert probe.seen and all(seen == (True, True, torch.bfloat16) for seen in probe.seen), probe.seen[:3]
-    assert summary["compute_dtype"] == "bfloat16" and summary["compute_dtype_reason"] == "bfloat16: requested"
-    assert summary["steps"] == 2 and all(math.isfinite(loss) for _, loss in summary["loss_history"])
+    assert summary.compute_dtype == "bfloat16" and summary.compute_dtype_reason == "bfloat16: requested"
+    assert summary.steps == 2 and all(math.isfinite(loss) for _, loss in summary.loss_history)

@@ -23,9 +23,9 @@ def exported(tiny_quantized, tiny_adapter, cpu, tmp_path_factory) -> dict:
 
 
 def test_merged_model_has_no_quantization_and_no_adapter(exported):
-    out = Path(exported["out_dir"])
+    out = Path(exported.out_dir)
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
-    assert exported["quantization_config_saved"] is False
+    assert exported.quantization_config_saved is False
     files = {p.name for p in out.iterdir()}
     assert "model.safetensors" in files and "tokenizer.json" in files
     assert "adapter_config.json" not in files
@@ -44,31 +44,31 @@ print(json.dumps({"linear": linear, "peft": "peft" in sys.modules, "bnb": "bitsa
 
 
 def test_plain_transformers_loads_it_without_peft_or_bitsandbytes(exported, tmp_path):
-    proc = subprocess.run([sys.executable, "-c", LOAD, exported["out_dir"]], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", LOAD, exported.out_dir], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["linear"] == "Linear" and not result["peft"] and not result["bnb"]
-    assert result["dtype"] == f"torch.{exported['dtype']}"
+    assert result["dtype"] == f"torch.{exported.dtype}"
 
 
 def test_difference_to_the_4bit_model_is_measured_and_small(exported, cpu):
     expected_dtype, _ = export_dtype(cpu)
-    assert exported["dtype"] == str(expected_dtype).removeprefix("torch.")
-    if expected_dtype == torch.float32 and exported["tolerance_reason"].startswith("float32"):
+    assert exported.dtype == str(expected_dtype).removeprefix("torch.")
+    if expected_dtype == torch.float32 and exported.tolerance_reason.startswith("float32"):
         # fp32 on CPUs without native bf16: the dequantized weights are the same numbers the 4-bit kernels use;
         # only the merge's rounding (W + BA once, instead of Wx + B(Ax)) differs.
-        assert "no native bf16" in exported["dtype_reason"]
-        assert 0.0 <= exported["max_abs_logit_diff"] < 1e-2
-        assert exported["generation_agreement"] == 1.0
-    assert exported["mean_abs_logit_diff"] <= exported["max_abs_logit_diff"]
-    assert exported["prompts"] == 4
-    assert exported["max_abs_logit_diff"] <= exported["max_abs_logit_diff_allowed"]
-    assert exported["untied_embeddings"] is False  # no embedding adapter: the tied base stays tied
+        assert "no native bf16" in exported.dtype_reason
+        assert 0.0 <= exported.max_abs_logit_diff < 1e-2
+        assert exported.generation_agreement == 1.0
+    assert exported.mean_abs_logit_diff <= exported.max_abs_logit_diff
+    assert exported.prompts == 4
+    assert exported.max_abs_logit_diff <= exported.max_abs_logit_diff_allowed
+    assert exported.untied_embeddings is False  # no embedding adapter: the tied base stays tied
     note = describe(exported)
-    assert exported["dtype"] in note and "agree on" in note
-    report = json.loads((Path(exported["out_dir"]) / "export_report.json").read_text())
-    assert report["max_abs_logit_diff"] == exported["max_abs_logit_diff"]
+    assert exported.dtype in note and "agree on" in note
+    report = json.loads((Path(exported.out_dir) / "export_report.json").read_text())
+    assert report["max_abs_logit_diff"] == exported.max_abs_logit_diff
 
 
 def test_export_dtype_choice():
@@ -101,9 +101,9 @@ def test_embedding_adapter_on_a_tied_base_exports_within_tolerance(tiny_quantize
     base_dir = tiny_quantized[0] / "model"
     assert json.loads((base_dir / "config.json").read_text())["tie_word_embeddings"] is True
     summary = export_merged(base_dir, embed_adapter, tmp_path / "merged", cpu, prompt_format="alpaca", max_new_tokens=8)
-    assert summary["untied_embeddings"] is True
-    assert summary["max_abs_logit_diff"] <= summary["max_abs_logit_diff_allowed"]
-    assert summary["generation_agreement"] == 1.0
+    assert summary.untied_embeddings is True
+    assert summary.max_abs_logit_diff <= summary.max_abs_logit_diff_allowed
+    assert summary.generation_agreement == 1.0
     out = tmp_path / "merged"
     assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is False
     weights = load_file(out / "model.safetensors")

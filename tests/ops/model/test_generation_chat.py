@@ -90,16 +90,16 @@ def test_always_red_task_scores_full_marks(red_artifacts):
     spec = EvalSpec(max_new_tokens=8, num_generation_examples=5, num_samples_shown=5, batch_size=8)
     report = evaluate_adapter(red_artifacts["model"], red_artifacts["adapter"], red_artifacts["data"], spec, CPU,
                               log=lambda _: None)
-    assert {(s["reference"], s["tuned"]) for s in report["samples"]} == {("red", "red")}
-    assert report["tuned"]["exact_match"] == 1.0 and report["tuned"]["rouge_l"] == 1.0
-    assert report["base"]["exact_match"] == 1.0 and report["generation_rows"] == 5
+    assert {(s["reference"], s["tuned"]) for s in report.samples} == {("red", "red")}
+    assert report.tuned.exact_match == 1.0 and report.tuned.rouge_l == 1.0
+    assert report.base.exact_match == 1.0 and report.generation_rows == 5
 
 
 def test_exported_model_stops_at_the_end_of_turn_in_plain_transformers(red_artifacts, tmp_path):
     """The merged export's generation config lists the end-of-turn token, so `model.generate` stops there too."""
     summary = export_merged(red_artifacts["model"], red_artifacts["adapter"], tmp_path / "merged", CPU,
                             prompt_format="chat", max_new_tokens=8)
-    assert summary["generation_agreement"] == 1.0
+    assert summary.generation_agreement == 1.0
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     tok = AutoTokenizer.from_pretrained(tmp_path / "merged")
     end = tok.convert_tokens_to_ids("<|end|>")

@@ -26,7 +26,7 @@ info = register_once(
     spec=RegistrySpec(model_name="race"), adapter_dir=Path(args["adapter"]), base_model_dir=Path(args["base"]),
     prompt_format="alpaca", params={"i": args["fp"]}, metrics={"tuned": {"eval_loss": 1.0}},
     report_path=Path(args["report"]), tags={"registration_fingerprint": args["fp"]}, log=lambda _: None)
-print(json.dumps({"fp": args["fp"], "version": info["version"], "cache_hit": info.get("cache_hit", False)}))
+print(json.dumps({"fp": args["fp"], "version": info.version, "cache_hit": info.cache_hit}))
 """
 
 

@@ -71,17 +71,17 @@ def registry(tmp_path_factory, model_dirs) -> dict:
 
 def test_first_registration_is_version_one_with_lineage(registry, model_dirs):
     first, client = registry["first"], registry["client"]
-    assert first["version"] == 1
-    assert first["model_uri"] == "models:/tiny-adapter/1" and first["alias_uri"] == "models:/tiny-adapter@candidate"
+    assert first.version == 1
+    assert first.model_uri == "models:/tiny-adapter/1" and first.alias_uri == "models:/tiny-adapter@candidate"
     mv = client.get_model_version(SPEC.model_name, "1")
     assert mv.status == "READY"
     assert {k: mv.tags[k] for k in LINEAGE} == LINEAGE
-    assert mv.run_id == first["run_id"]
+    assert mv.run_id == first.run_id
 
 
 def test_checksums_are_one_run_artifact_and_a_short_digest_tag(registry, model_dirs, tmp_path):
     """Not params, not a long tag: MLflow logs model_config keys as params, so the config holds a digest only."""
-    client, run_id = registry["client"], registry["first"]["run_id"]
+    client, run_id = registry["client"], registry["first"].run_id
     local = Path(client.download_artifacts(run_id, "adapter_checksums.json", str(tmp_path)))
     checksums = json.loads(local.read_text())
     assert set(checksums) >= {"adapter_model.safetensors", "adapter_config.json"}
@@ -95,7 +95,7 @@ def test_checksums_are_one_run_artifact_and_a_short_digest_tag(registry, model_d
 
 
 def test_run_has_params_metrics_report_and_artifacts_under_location(registry):
-    client, run_id = registry["client"], registry["first"]["run_id"]
+    client, run_id = registry["client"], registry["first"].run_id
     run = client.get_run(run_id)
     assert run.data.params["train.r"] == "4"
     assert run.data.params["prompt_format"] == "alpaca"  # MLflow logs model_config as params too
@@ -107,12 +107,12 @@ def test_run_has_params_metrics_report_and_artifacts_under_location(registry):
 
 def test_second_registration_moves_alias_and_reuses_training_run(registry):
     client, second = registry["client"], registry["second"]
-    assert second["version"] == 2
+    assert second.version == 2
     assert int(client.get_model_version_by_alias(SPEC.model_name, SPEC.alias).version) == 2
     assert client.get_model_version(SPEC.model_name, "1").aliases == []
-    assert second["run_id"] == registry["training_run"]
-    assert client.get_run(second["run_id"]).info.status == "FINISHED"
-    run = client.get_run(second["run_id"])
+    assert second.run_id == registry["training_run"]
+    assert client.get_run(second.run_id).info.status == "FINISHED"
+    run = client.get_run(second.run_id)
     assert run.data.metrics["train_loss"] == 2.0 and run.data.metrics["eval_loss"] == 1.2
     assert run.data.params["seed"] == "1"
 
@@ -169,7 +169,7 @@ def test_alias_loads_and_predicts_in_a_fresh_process(registry, tmp_path):
     """Only the venv: no PYTHONPATH, cwd outside the repo; the code comes from the model's own package."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_REGISTRY_URI")}
     env["MLFLOW_TRACKING_URI"] = registry["uri"]
-    proc = subprocess.run([sys.executable, "-c", SERVE, registry["second"]["alias_uri"]], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-c", SERVE, registry["second"].alias_uri], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -23,13 +23,13 @@ def test_config_a_then_b_then_a_again_names_a_s_version(tiny_quantized, tiny_ada
                              tags={"registration_fingerprint": fingerprint}, log=lambda _: None)
 
     a, b, again = register("config-a"), register("config-b"), register("config-a")
-    assert (a["version"], b["version"], again["version"], again["cache_hit"]) == (1, 2, 1, True)
-    assert again["model_uri"] == "models:/aba/1"
+    assert (a.version, b.version, again.version, again.cache_hit) == (1, 2, 1, True)
+    assert again.model_uri == "models:/aba/1"
     # The alias stays where the newest registration put it, and the result says so.
-    assert (again["alias_uri"], again["alias_version"], again["version_aliases"]) == ("models:/aba@candidate", 2, [])
-    assert "candidate" in b["version_aliases"]  # the gate may add champion
+    assert (again.alias_uri, again.alias_version, again.version_aliases) == ("models:/aba@candidate", 2, [])
+    assert "candidate" in b.version_aliases  # the gate may add champion
     with mlflow_uris(uri, uri):  # MLflow's own resolution of each URI: the run that logged that version
-        assert mlflow.models.get_model_info(again["model_uri"]).run_id == a["run_id"]
-        assert mlflow.models.get_model_info(b["model_uri"]).run_id == b["run_id"] != a["run_id"]
+        assert mlflow.models.get_model_info(again.model_uri).run_id == a.run_id
+        assert mlflow.models.get_model_info(b.model_uri).run_id == b.run_id != a.run_id
     tags = MlflowClient(uri).get_model_version("aba", "1").tags
     assert tags["registration_fingerprint"] == "config-a"

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from transformers import TrainerControl, TrainerState
 
 from ops.train.callbacks import MlflowLossCallback
-from ops.registry.tracking import MAX_PARAM_CHARS, code_version, ensure_experiment, flatten_params, start_run
+from ops.registry.tracking import MAX_PARAM_CHARS, project_release, ensure_experiment, flatten_params, start_run
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_loss_callback_logs_finite_values_per_step(tracking):
 
 
 def test_code_version_names_the_release_and_commit():
-    version = code_version()
+    version = project_release()
     release, _, sha = version.partition("+")
     assert release in ("0.1.0", "unreleased")
     assert sha == "" or (4 <= len(sha) <= 40 and int(sha, 16) >= 0)

@@ -76,7 +76,7 @@ def model_dir(tmp_path_factory, tiny_quantized, tiny_adapter) -> Path:
                             prompt_format="alpaca", params={}, metrics={}, report_path=report, tags={},
                             log=lambda _: None)
     with mlflow_uris(uri, uri):
-        return Path(mlflow.artifacts.download_artifacts(info["model_uri"], dst_path=str(root / "model")))
+        return Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(root / "model")))
 
 
 def load_in_fresh_process(model_dir: Path, cwd: Path, before: str = "", pythonpath: Path | None = None) -> dict:

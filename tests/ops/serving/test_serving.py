@@ -19,6 +19,7 @@ import pytest
 
 from ops.data.sources import load_rows
 from ops.evaluation.evaluator import evaluate_adapter
+from ops.evaluation.report import EvaluationReport
 from ops.core.paths import REPO_ROOT
 from ops.data.prompt_formats import render_example
 from ops.registry.register import register_adapter
@@ -37,17 +38,17 @@ GENERATION = {"max_new_tokens": 8, "batch_size": HELD_OUT}
 TRAINED = dict(max_steps=120, learning_rate=3e-3, batch_size=8, save_steps=120, logging_steps=20, warmup_steps=2)
 
 
-def held_out_requests(report: dict, rows: list[dict], fmt: str, tokenizer, fields: tuple[str, ...]) -> tuple[list, list]:
+def held_out_requests(report: EvaluationReport, rows: list[dict], fmt: str, tokenizer, fields: tuple[str, ...]) -> tuple[list, list]:
     """(request per evaluation sample with its training row's fields, the evaluation's tuned answers).
 
     The report holds each sample's rendered prompt; rendering every source row the same way maps it back.
     """
     by_prompt = {render_example(row, fmt, tokenizer)[0]: row for row in rows}
     requests = []
-    for sample in report["samples"]:
+    for sample in report.samples:
         row = by_prompt[sample["prompt"]]
         requests.append({k: row[k] for k in fields if k in row})
-    return requests, [s["tuned"] for s in report["samples"]]
+    return requests, [s["tuned"] for s in report.samples]
 
 
 @pytest.fixture(scope="module")

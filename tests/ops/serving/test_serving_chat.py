@@ -45,7 +45,7 @@ def chat_model(tiny_quantized, cpu, tmp_path_factory) -> dict:
     info = register_adapter(tracking_uri=uri, registry_uri=None, artifact_location=str(root / "artifacts"),
                             experiment="chat", spec=RegistrySpec(model_name="tiny-chat"),
                             adapter_dir=root / "adapter" / "adapter", base_model_dir=model_dir, prompt_format="chat",
-                            system_message=stats["system_message"], params={}, metrics={},
+                            system_message=stats.system_message, params={}, metrics={},
                             report_path=root / "report.json", tags={}, log=lambda _: None)
     return {"uri": uri, "info": info, "stats": stats, "report": report, "rows": rows, "tokenizer": tokenizer}
 

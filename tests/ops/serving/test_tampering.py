@@ -31,7 +31,7 @@ def test_loading_a_tampered_registered_adapter_fails(tiny_quantized, tiny_adapte
         base_model_dir=tiny_quantized[0] / "model", prompt_format="alpaca", params={}, metrics={},
         report_path=report, tags={"registration_fingerprint": "tamper-1"}, log=lambda _: None)
     with mlflow_uris(uri, uri):  # earlier tests may have pointed MLflow's globals elsewhere
-        assert mlflow.pyfunc.load_model(info["model_uri"]).predict([{"instruction": "Say hi."}], params={"max_new_tokens": 2})
+        assert mlflow.pyfunc.load_model(info.model_uri).predict([{"instruction": "Say hi."}], params={"max_new_tokens": 2})
 
         weights = next((tmp_path / "artifacts").rglob("adapter/adapter_model.safetensors"))
         data = bytearray(weights.read_bytes())
@@ -39,5 +39,5 @@ def test_loading_a_tampered_registered_adapter_fails(tiny_quantized, tiny_adapte
         weights.write_bytes(bytes(data))
         # The model raises its own logged copy of ChecksumMismatch (a ValueError), not this checkout's class.
         with pytest.raises(ValueError, match="adapter_model.safetensors") as raised:
-            mlflow.pyfunc.load_model(info["model_uri"])
+            mlflow.pyfunc.load_model(info.model_uri)
         assert type(raised.value).__name__ == ChecksumMismatch.__name__

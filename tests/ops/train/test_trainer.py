@@ -37,36 +37,36 @@ def cpu_dtype_name() -> str:
 
 def test_trains_the_requested_steps_and_saves_the_adapter(tiny_adapter, tiny_dataset):
     out, summary = tiny_adapter
-    assert summary["steps"] == 4 and summary["resumed_from_step"] == 0
+    assert summary.steps == 4 and summary.resumed_from_step == 0
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 16 and config["lora_alpha"] == 32 and config["peft_type"] == "LORA"
     targets = config["target_modules"]  # "all-linear" is saved resolved to the 14 layers it matched
     assert len(targets) == 14 and "lm_head" not in targets
     assert {t.rsplit(".", 1)[-1] for t in targets} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    assert summary["trainable_params"] == TINY_LORA_PARAMS
-    assert 0 < summary["trainable_share"] < 1
-    assert summary["trainable_share"] == pytest.approx(TINY_LORA_PARAMS / summary["total_params"])
-    assert json.loads((out / "train_summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert summary.trainable_params == TINY_LORA_PARAMS
+    assert 0 < summary.trainable_share < 1
+    assert summary.trainable_share == pytest.approx(TINY_LORA_PARAMS / summary.total_params)
+    assert json.loads((out / "train_summary.json").read_text()) == summary.model_dump(mode="json")
 
 
 def test_reports_which_optimizer_really_ran(tiny_adapter):
-    optimizer = tiny_adapter[1]["optimizer"]
+    optimizer = tiny_adapter[1].optimizer
     assert optimizer.startswith("paged_adamw_32bit: bitsandbytes.")  # transformers builds bnb AdamW(is_paged=True)
     assert "fell back" in optimizer and "non-paged" in optimizer  # paging is CUDA only
 
 
 def test_logs_every_step_with_finite_losses_and_counts_tokens(tiny_adapter, tiny_dataset):
     summary = tiny_adapter[1]
-    history = summary["loss_history"]
+    history = summary.loss_history
     assert [step for step, _ in history] == [1, 2, 3, 4]
     assert all(math.isfinite(loss) and 0 < loss < 2 * math.log(600) for _, loss in history)  # near ln(vocab) at init
-    assert summary["final_loss"] == history[-1][1]
-    assert summary["mean_train_loss"] == pytest.approx(sum(loss for _, loss in history) / 4, rel=1e-3)
+    assert summary.final_loss == history[-1][1]
+    assert summary.mean_train_loss == pytest.approx(sum(loss for _, loss in history) / 4, rel=1e-3)
     # 4 steps of 8 rows, each row at most max_seq_len=64 tokens, padding not counted
-    assert 4 * 8 * 10 < summary["train_tokens"] <= 4 * 8 * 64
-    assert summary["tokens_per_second"] > 0 and summary["peak_memory_bytes"] > 0
-    assert (summary["device"], summary["compute_dtype"]) == ("cpu", cpu_dtype_name())  # bf16 on AVX512-BF16/AMX CPUs
+    assert 4 * 8 * 10 < summary.train_tokens <= 4 * 8 * 64
+    assert summary.tokens_per_second > 0 and summary.peak_memory_bytes > 0
+    assert (summary.device, summary.compute_dtype) == ("cpu", cpu_dtype_name())  # bf16 on AVX512-BF16/AMX CPUs
 
 
 def test_more_steps_lower_the_loss(tiny_adapter, tiny_quantized, tiny_dataset, cpu, tmp_path):
@@ -74,15 +74,15 @@ def test_more_steps_lower_the_loss(tiny_adapter, tiny_quantized, tiny_dataset, c
     lines: list[str] = []
     with pytest.warns(UserWarning, match="Paged optimizers are not supported on CPU"):  # what the summary reports
         summary = train_adapter(tiny_quantized[0] / "model", tiny_dataset[0], tmp_path, spec, cpu, log=lines.append)
-    assert "fell back to non-paged optimizer state" in summary["optimizer"]
-    history = summary["loss_history"]
-    assert summary["steps"] == 12 and len(history) == 12
+    assert "fell back to non-paged optimizer state" in summary.optimizer
+    history = summary.loss_history
+    assert summary.steps == 12 and len(history) == 12
     first, last = history[0][1], history[-1][1]
     # from ln(vocab) ~ 6.37 at init, 12 small steps take ~0.3 off (batch-to-batch noise is ~0.1)
     assert last < first, history
     assert sum(loss for _, loss in history[-3:]) / 3 < first - 0.2, history
     # same seed, same data order, LoRA B initialised to zero: step 1 matches the 4-step fixture's step 1
-    assert first == pytest.approx(tiny_adapter[1]["loss_history"][0][1], rel=1e-5)
+    assert first == pytest.approx(tiny_adapter[1].loss_history[0][1], rel=1e-5)
     assert any(line.startswith("step 12/12  loss ") for line in lines)
     assert not (tmp_path / "checkpoints" / "checkpoint-2").exists()  # save_steps=100: only the end is saved
 
@@ -95,8 +95,8 @@ def test_resumes_from_the_newest_checkpoint(tiny_adapter, tiny_quantized, tiny_d
     spec = TrainSpec(max_steps=6, **TINY_SPEC)
     summary = train_adapter(tiny_quantized[0] / "model", tiny_dataset[0], tmp_path / "out", spec, cpu,
                             checkpoint_dir=checkpoints, log=lines.append)
-    assert summary["resumed_from_step"] == 4 and summary["steps"] == 6
-    assert [step for step, _ in summary["loss_history"]] == [5, 6]  # only the new steps ran
+    assert summary.resumed_from_step == 4 and summary.steps == 6
+    assert [step for step, _ in summary.loss_history] == [5, 6]  # only the new steps ran
     assert "resuming from checkpoint-4 (step 4 of 6)" in lines
     assert latest_checkpoint(checkpoints) == checkpoints / "checkpoint-6"
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
@@ -122,11 +122,11 @@ def test_a_crashed_run_resumes_where_an_uninterrupted_one_would_be(tiny_quantize
 
     resumed = train_adapter(model_dir, tiny_dataset[0], tmp_path / "run", spec, cpu, log=quiet)
     straight = train_adapter(model_dir, tiny_dataset[0], tmp_path / "straight", spec, cpu, log=quiet)
-    assert (resumed["resumed_from_step"], resumed["steps"], straight["resumed_from_step"]) == (4, 6, 0)
+    assert (resumed.resumed_from_step, resumed.steps, straight.resumed_from_step) == (4, 6, 0)
     # the same weights, optimizer state, schedule, RNG and data order: steps 5 and 6 come out the same
-    assert [s for s, _ in resumed["loss_history"]] == [5, 6]
-    assert [loss for _, loss in resumed["loss_history"]] == pytest.approx(
-        [loss for _, loss in straight["loss_history"][4:]], abs=1e-4)
+    assert [s for s, _ in resumed.loss_history] == [5, 6]
+    assert [loss for _, loss in resumed.loss_history] == pytest.approx(
+        [loss for _, loss in straight.loss_history[4:]], abs=1e-4)
 
 
 def test_latest_checkpoint_skips_one_cut_off_mid_write(tmp_path):
