@@ -18,9 +18,8 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import datasets
 import torch
@@ -29,16 +28,16 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from ops.data.preparation import prepare_dataset  # noqa: E402
+from ops.data.spec import DataSpec  # noqa: E402
 from ops.model.base_resolution import resolve_base  # noqa: E402
 from ops.model.cpu_features import cpu_features  # noqa: E402
 from ops.model.cpu_kernels import linear4bit_layers  # noqa: E402
-from ops.data.preparation import prepare_dataset  # noqa: E402
 from ops.model.device import DeviceInfo  # noqa: E402
 from ops.model.embedded import build_embedded_base  # noqa: E402
 from ops.model.generation import encode_prompts  # noqa: E402
 from ops.model.loading import load_adapter_model, load_tokenizer  # noqa: E402
 from ops.model.quantize import quantize_base  # noqa: E402
-from ops.data.spec import DataSpec  # noqa: E402
 from ops.model.spec import QuantSpec  # noqa: E402
 from ops.train.spec import TrainSpec  # noqa: E402
 from ops.train.trainer import train_adapter  # noqa: E402

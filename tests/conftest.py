@@ -64,8 +64,8 @@ def tiny_quantized(tiny_base_dir, cpu, tmp_path_factory) -> tuple[Path, dict]:
 def tiny_dataset(tiny_quantized, tmp_path_factory) -> tuple[Path, dict]:
     """200 bundled rows prepared with the tiny model's tokenizer: (artifact dir, stats)."""
     from ops.data.preparation import prepare_dataset
-    from ops.model.loading import load_tokenizer
     from ops.data.spec import DataSpec
+    from ops.model.loading import load_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-dataset")
     tokenizer = load_tokenizer(tiny_quantized[0] / "model")

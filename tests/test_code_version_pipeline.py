@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.run_configs import tiny_run_config
 from ops.core.paths import REPO_ROOT
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 

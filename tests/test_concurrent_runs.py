@@ -11,8 +11,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from tests.run_configs import tiny_run_config
 from pipelines.instance import dagster_home
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 GPU_STEPS = ("qlora_adapter", "adapter_evaluation")

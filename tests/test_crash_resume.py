@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.run_configs import tiny_run_config
 from pipelines import run
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 

@@ -8,10 +8,10 @@ import dagster as dg
 import pytest
 
 from assets import PIPELINE_ASSETS
-from tests.run_configs import tiny_run_config
 from ops.registry.tracking import redact_uri
 from pipelines.definitions import RESOURCES
 from resources import BaseModelResource
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 

@@ -7,15 +7,15 @@ a crash never leaves something that looks finished. A directory that exists is a
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+from .atomic import atomic_dir
 
 COMPLETE_MARKER = "_COMPLETE.json"
 CONFIG_KEY = "config"  # the step's settings, saved beside its result for lineage
@@ -70,28 +70,14 @@ class ArtifactStore:
 
         Write the step's summary with `finish(tmp, summary)` before leaving the block. When another process
         finished the same fingerprint first, its artifact is kept (same inputs, same content) unless `replace`.
+        Raises:
+            RuntimeError: the block finished without writing its summary (nothing is kept).
         """
-        final = self.path(asset, fp)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".tmp-{fp}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
+        with atomic_dir(self.path(asset, fp), replace, lambda d: (d / COMPLETE_MARKER).is_file()) as tmp:
             yield tmp
             if not (tmp / COMPLETE_MARKER).is_file():
                 raise RuntimeError(f"step for {asset} finished without writing its summary (store.finish)")
-            if self.is_complete(asset, fp) and not replace:
-                return  # a concurrent run wrote it first; `finally` drops ours
-            if final.exists():  # a forced rerun, or an incomplete leftover: replace it
-                shutil.rmtree(final)
-            try:
-                os.replace(tmp, final)
-            except OSError:  # lost a race with a concurrent writer of the same fingerprint between check and rename
-                if not self.is_complete(asset, fp):
-                    raise
-            shutil.rmtree(self.work_dir(asset, fp), ignore_errors=True)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(self.work_dir(asset, fp), ignore_errors=True)
 
 
 def read_summary(ref: ArtifactRef) -> dict:

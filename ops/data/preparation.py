@@ -6,17 +6,16 @@ sees, tokenize each part, mask, truncate, split by seed, save. The returned stat
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import datasets
 
 from .chat_template import stop_token_ids
-from .sources import DataError, detect_format, load_rows, unused_columns, validate_rows
 from .prompt_formats import common_system_message, render_example
-from .spec import DataSpec, DatasetSummary
+from .sources import DataError, detect_format, load_rows, unused_columns, validate_rows
+from .spec import DatasetSummary, DataSpec
 from .tokens import IGNORE_INDEX, with_bos
 
 PREVIEW_ROWS = 5

@@ -10,8 +10,8 @@ import copy
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .sources import DataError, resolve_source
 from ..core.fingerprint import FINGERPRINT_LEN, hash_file, hash_tree, stable_hash
+from .sources import DataError, resolve_source
 
 DEFAULT_SOURCE = "bundled"
 

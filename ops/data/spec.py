@@ -9,7 +9,6 @@ from pydantic import BaseModel, Field, field_validator
 from ..core.store import StepSummary
 from ..core.validation import positive
 
-
 DataFormat = Literal["auto", "alpaca", "chat", "prompt_completion", "text"]
 
 

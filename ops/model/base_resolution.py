@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .embedded import EMBEDDED_ID, build_embedded_base, builder_version
+from ..core.atomic import atomic_dir
 from ..core.fingerprint import hash_file, hash_tree
 from ..core.paths import BUNDLED_DATASET, qlora_home
+from .embedded import EMBEDDED_ID, build_embedded_base, builder_version
 
 
 class BaseModelError(ValueError):
@@ -69,17 +68,9 @@ def embedded_base_dir(home: Path | None = None) -> Path:
     """
     data_hash = hash_file(BUNDLED_DATASET)[:12]
     final = (home or qlora_home()) / "base_models" / f"tiny-llama-{builder_version()}-{data_hash}"
-    if (final / "config.json").is_file():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        build_embedded_base(tmp)
-        if final.exists():  # another process finished first
-            return final
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not (final / "config.json").is_file():
+        with atomic_dir(final, is_complete=lambda d: (d / "config.json").is_file()) as tmp:
+            build_embedded_base(tmp)
     return final
 
 

@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict
 from transformers import AutoModelForCausalLM
 
 from ..data.chat_template import stop_token_ids
-from .cpu_features import CpuFeatures, cpu_features
-from .device import DeviceInfo
-from .generation import encode_prompts, generate
-from .merge_check import check_merge
-from .loading import device_map, load_adapter_model, load_tokenizer
 from ..data.prompt_formats import render_user_prompt
+from .cpu_features import CpuFeatures
+from .device import DeviceInfo, compute_dtype_choice
+from .generation import encode_prompts, generate
+from .loading import device_map, load_adapter_model, load_tokenizer
+from .merge_check import check_merge
 
 # Prompts in the bundled data's style; the comparison only needs a few realistic inputs.
 COMPARISON_PROMPTS = (
@@ -56,22 +56,16 @@ class ExportResult(BaseModel):
 
 
 def export_dtype(device: DeviceInfo, requested: str = "auto", features: CpuFeatures | None = None) -> tuple[torch.dtype, str]:
-    """The dtype to save the merged model in, with the reason: bf16 unless this device cannot run it well.
+    """The dtype to save the merged model in, with the reason: the compute dtype's own choice
+    (`compute_dtype_choice`: bf16 where the device runs it natively, fp32 on CPUs that would emulate it), except
+    fp32 where that choice is fp16 (a GPU without bf16), whose range a merged model's weights can overflow.
 
-    `features` defaults to this machine's CPU (`cpu_features()`, the check that also picks the compute dtype
-    and guards the 4-bit kernels).
+    `features` defaults to this machine's CPU (`cpu_features()`).
     """
-    if requested != "auto":
-        return getattr(torch, requested), "requested"
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return torch.bfloat16, "bf16: supported by this GPU"
-        return torch.float32, "fp32: this GPU has no bf16"
-    features = features or cpu_features()
-    if features.native_bf16:
-        return torch.bfloat16, f"bf16: this CPU ({features.describe()}) computes in bf16 natively"
-    # Without native bf16 the CPU emulates it ~20x slower (ARCHITECTURE.md); fp32 keeps the check usable.
-    return torch.float32, f"fp32: this CPU ({features.torch_capability}) has no native bf16 (no AVX512-BF16 or AMX)"
+    dtype, reason = compute_dtype_choice(device.type, requested, features)
+    if requested == "auto" and dtype == torch.float16:
+        return torch.float32, "float32: this GPU has no bf16, and fp16 can overflow merged weights"
+    return dtype, reason
 
 
 def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:

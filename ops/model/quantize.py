@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import bitsandbytes as bnb
 import torch
@@ -16,7 +15,7 @@ from .cpu_features import cpu_features
 from .cpu_kernels import guard_packed_kernel, linear4bit_layers, named_kernel_errors, restore_layer
 from .device import DeviceInfo, compute_dtype_choice
 from .loading import device_map, load_quantized_model, load_tokenizer
-from .spec import QuantSpec, QuantizedBase
+from .spec import QuantizedBase, QuantSpec
 
 
 def build_bnb_config(spec: QuantSpec, device: DeviceInfo) -> BitsAndBytesConfig:

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import lookup
 from ..data.prompt_formats import check_request
+from . import lookup
 
 
 def cmd_models(client, args) -> Any:

@@ -6,7 +6,6 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -14,6 +13,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from ..core.paths import default_tracking_uri
+from .tracking import filter_literal, redact_uri, server_problem, sqlite_path
 
 PRIMARY_METRICS = ("tuned.eval_loss", "tuned.exact_match")
 SHOW_CHARS = 100  # longer values (an older registration's checksum JSON tag) are cut in `show`; --json has them whole
@@ -59,20 +59,13 @@ def connect(uri: str) -> MlflowClient:
     """A client for `uri`, after checking that the registry is there (a missing sqlite file would be created)."""
     for key, value in FAST_FAIL_ENV.items():
         os.environ.setdefault(key, value)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    database = sqlite_path(uri)
+    if database is not None and not database.is_file():
         raise LookupFailed(f"no registry at {uri} (set MLFLOW_TRACKING_URI or QLORA_HOME)")
-    if uri.startswith(("http://", "https://")):
-        _check_server(uri)
+    problem = server_problem(uri, timeout_s=float(os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]))
+    if problem is not None:
+        raise LookupFailed(f"tracking server {redact_uri(uri)} does not answer ({problem})")
     return MlflowClient(tracking_uri=uri)
-
-
-def _check_server(uri: str) -> None:
-    import requests
-
-    try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=float(os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]))
-    except requests.RequestException as exc:
-        raise LookupFailed(f"tracking server {uri} does not answer ({type(exc).__name__})") from None
 
 
 def registered_model(client: MlflowClient, name: str):
@@ -124,18 +117,13 @@ def list_versions(client: MlflowClient, name: str) -> list[dict[str, Any]]:
     # search_model_versions leaves `aliases` empty on some stores; the registered model always has them.
     aliases = registered_model(client, name).aliases or {}
     rows = []
-    for mv in sorted(client.search_model_versions(f"name = {_quoted(name)}"), key=lambda v: -int(v.version)):
+    for mv in sorted(client.search_model_versions(f"name = {filter_literal(name)}"), key=lambda v: -int(v.version)):
         metrics = _run_metrics(client, mv.run_id)
         rows.append({"version": int(mv.version), "aliases": sorted(a for a, v in aliases.items() if int(v) == int(mv.version)),
                      **{m: metrics.get(m) for m in PRIMARY_METRICS},
                      "base_model": mv.tags.get("base_model_id"), "dataset": mv.tags.get("dataset_fingerprint"),
                      "created": _created(mv.creation_timestamp)})
     return rows
-
-
-def _quoted(text: str) -> str:
-    # The search filter has no escapes; a name holding ' goes in double quotes (see ops.registry.quote).
-    return f'"{text}"' if "'" in text else f"'{text}'"
 
 
 def _run_metrics(client: MlflowClient, run_id: str | None) -> dict[str, float]:

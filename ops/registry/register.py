@@ -26,7 +26,8 @@ from .aliases import check_alias, version_summary
 from .champion import apply_gate
 from .logged_model import hub_base_config, log_adapter_model
 from .spec import RegistrySpec
-from .tracking import ensure_experiment, flatten_params
+from .tracking import ensure_experiment, filter_literal, flatten_params, sqlite_path
+
 
 class Registration(BaseModel):
     """A registered adapter: which version holds it, where the alias stands, and how to load it."""
@@ -90,18 +91,9 @@ def existing_run_id(client: MlflowClient, run_id: str | None) -> str | None:
     return run_id if run.info.lifecycle_stage == "active" else None
 
 
-def quote(text: str) -> str:
-    """A string literal for MLflow's search filter, which has no escapes: it takes '...' or "..."."""
-    if "'" not in text:
-        return f"'{text}'"
-    if '"' not in text:
-        return f'"{text}"'
-    raise ValueError(f"MLflow's search filter cannot express a value with both quote characters: {text!r}")
-
-
 def find_version_by_tag(client: MlflowClient, name: str, key: str, value: str) -> ModelVersion | None:
     """The newest version of `name` whose tag `key` equals `value`, or None."""
-    versions = client.search_model_versions(f"name = {quote(name)} and tags.`{key}` = {quote(value)}")
+    versions = client.search_model_versions(f"name = {filter_literal(name)} and tags.`{key}` = {filter_literal(value)}")
     return max(versions, key=lambda v: int(v.version), default=None)
 
 
@@ -179,10 +171,11 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
 @contextmanager
 def registry_lock(tracking_uri: str, timeout_s: float = 900.0) -> Iterator[None]:
     """Held around registrations against a sqlite registry; a no-op for tracking servers."""
-    if not tracking_uri.startswith("sqlite:///"):
+    database = sqlite_path(tracking_uri)
+    if database is None:
         yield
         return
-    with file_lock(Path(tracking_uri.removeprefix("sqlite:///") + ".lock"), timeout_s):
+    with file_lock(database.with_name(database.name + ".lock"), timeout_s):
         yield
 
 

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from ..core.paths import default_mlflow_artifacts
 
+SQLITE_PREFIX = "sqlite:///"  # an embedded registry: one file, one writer at a time
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value (older servers: 500); longer values are cut
 
 
@@ -34,9 +35,8 @@ def lineage_tags(step: str, fingerprint: str, inputs: dict[str, str], dagster_ru
 def default_artifact_location(tracking_uri: str) -> str | None:
     """Next to an embedded sqlite DB, as in the data home; a tracking server chooses for itself."""
     # Without one, MLflow 3 puts a sqlite-backed experiment's artifacts in ./mlruns under whatever the cwd is.
-    if tracking_uri.startswith("sqlite:///"):
-        return str(default_mlflow_artifacts(Path(tracking_uri.removeprefix("sqlite:///")).parent))
-    return None
+    database = sqlite_path(tracking_uri)
+    return str(default_mlflow_artifacts(database.parent)) if database is not None else None
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None,
@@ -128,10 +128,11 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
 
-def check_tracking_server(tracking_uri: str, timeout_s: float = 10.0) -> None:
-    """Fail at once, naming the URI, when an HTTP tracking server does not answer (MLflow itself retries for minutes)."""
+def server_problem(tracking_uri: str, timeout_s: float = 10.0) -> Optional[str]:
+    """Why an HTTP tracking server does not answer its health check (the exception's class), or None when it
+    answers or the URI is no HTTP server (embedded stores need none)."""
     if not tracking_uri.startswith(("http://", "https://")):
-        return
+        return None
     import urllib.error
     import urllib.request
 
@@ -139,12 +140,42 @@ def check_tracking_server(tracking_uri: str, timeout_s: float = 10.0) -> None:
         with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s) as response:
             response.read()
     except urllib.error.HTTPError:
-        return  # it answered; auth or routing problems surface from MLflow with their own message
+        return None  # it answered; auth or routing problems surface from MLflow with their own message
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
+        return type(reason).__name__ if isinstance(reason, BaseException) else str(reason)
+    return None
+
+
+def check_tracking_server(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """Fail at once, naming the URI, when an HTTP tracking server does not answer (MLflow itself retries for minutes).
+
+    Raises:
+        TrackingServerUnavailable: with the URI (credentials removed) and what to do.
+    """
+    problem = server_problem(tracking_uri, timeout_s)
+    if problem is not None:
         raise TrackingServerUnavailable(
-            f"MLflow tracking server {redact_uri(tracking_uri)} does not answer ({reason}); start it, or point "
-            "the mlflow resource's tracking_uri (or MLFLOW_TRACKING_URI) at one that runs") from None
+            f"MLflow tracking server {redact_uri(tracking_uri)} does not answer ({problem}); start it, or point "
+            "the mlflow resource's tracking_uri (or MLFLOW_TRACKING_URI) at one that runs")
+
+
+def sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of an embedded `sqlite:///` URI; None for any other URI."""
+    return Path(uri.removeprefix(SQLITE_PREFIX)) if uri.startswith(SQLITE_PREFIX) else None
+
+
+def filter_literal(text: str) -> str:
+    """A string literal for MLflow's search filter, which has no escapes: it takes '...' or "...".
+
+    Raises:
+        ValueError: a value holding both quote characters, which the filter language cannot express.
+    """
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"MLflow's search filter cannot express a value with both quote characters: {text!r}")
 
 
 def open_training_run(run_id_file: Path, target: MlflowTarget, fingerprint: str, inputs: dict[str, str],

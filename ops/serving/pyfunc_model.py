@@ -23,12 +23,12 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from mlflow.types.schema import Array, Object, Property
 
+from ..core.fingerprint import ChecksumMismatch, verify_checksums
+from ..data.prompt_formats import REQUEST_FIELDS, render_request
 from ..model.cpu_kernels import guard_packed_kernel
 from ..model.device import resolve_device
-from ..core.fingerprint import ChecksumMismatch, verify_checksums
 from ..model.generation import generate
 from ..model.loading import device_map, load_adapter_model, load_tokenizer
-from ..data.prompt_formats import REQUEST_FIELDS, render_request
 
 DEFAULT_MAX_NEW_TOKENS = 32
 DEFAULT_BATCH_SIZE = 8  # prompts per generate() call: bounds padding waste and activation memory

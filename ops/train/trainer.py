@@ -11,19 +11,18 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from .callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
+from ..data.tokens import MODEL_COLUMNS, pad_batch
 from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
 from ..model.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
 from ..model.loading import load_quantized_model, load_tokenizer
+from .callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
 from .spec import TrainResult, TrainSpec
-from ..data.tokens import MODEL_COLUMNS, pad_batch
-
 
 
 def build_lora_config(spec: TrainSpec) -> LoraConfig:

@@ -7,10 +7,10 @@ import pytest
 from mlflow import MlflowClient
 
 from assets import PIPELINE_ASSETS
-from tests.run_configs import tiny_run_config
 from ops.core.paths import default_tracking_uri
 from pipelines.definitions import RESOURCES
 from resources import BaseModelResource
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 

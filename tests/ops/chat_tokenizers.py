@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ops.model.embedded import _corpus, build_tokenizer
 from ops.core.paths import BUNDLED_DATASET
 from ops.data.tokens import IGNORE_INDEX, pad_batch, with_bos
+from ops.model.embedded import _corpus, build_tokenizer
 
 # family: (special tokens to set or add, template, the token that closes an assistant turn)
 FAMILIES = {

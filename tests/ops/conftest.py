@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ops.model.embedded import _corpus, build_tokenizer
 from ops.core.paths import BUNDLED_DATASET
+from ops.model.embedded import _corpus, build_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,9 @@ from pydantic import ValidationError
 
 from ops.data.spec import DataSpec
 from ops.evaluation.spec import EvalSpec
-from ops.train.spec import LoraSpec, TrainSpec
 from ops.model.spec import QuantSpec
 from ops.registry.spec import RegistrySpec
+from ops.train.spec import LoraSpec, TrainSpec
 
 
 def error_of(cls, **fields) -> str:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.run_configs import tiny_run_config
 from ops.core.paths import BUNDLED_DATASET, REPO_ROOT
 from ops.data.source_watch import run_key, source_fingerprint
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def wait_for(what: str, probe, timeout_s: float, every_s: float = 2.0):
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def tiny_run_config(base_dir: Path) -> dict:
+def dev_run_config(base_dir: Path) -> dict:
     # One process: step subprocesses would each import torch.
     return {"execution": {"config": {"in_process": {}}}, **tiny_run_config("dev-sensor-test", base_dir)}
 
@@ -65,7 +65,7 @@ def dagster_dev(tmp_path, qlora_home, tiny_base_dir):
     watched = tmp_path / "instructions.jsonl"
     shutil.copy(BUNDLED_DATASET, watched)
     run_config = tmp_path / "retrain.yaml"
-    run_config.write_text(yaml.safe_dump(tiny_run_config(tiny_base_dir)))
+    run_config.write_text(yaml.safe_dump(dev_run_config(tiny_base_dir)))
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "QLORA_HOME": str(qlora_home),
            "QLORA_WATCH_SOURCE": str(watched), "QLORA_RETRAIN_RUN_CONFIG": str(run_config),

@@ -8,9 +8,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.run_configs import tiny_run_config
 from ops.registry.register import mlflow_uris
 from pipelines import run
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 import torch
 
+from ops.core.store import ArtifactRef, ArtifactStore
 from ops.model.base_resolution import BaseModelError
 from ops.model.device import NoGPUError
 from ops.model.embedded import EMBEDDED_ID
-from ops.core.store import ArtifactRef, ArtifactStore
 from resources import ArtifactRefIOManager, ArtifactStoreResource, BaseModelResource, GPUResource, MLflowResource
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a CUDA GPU")

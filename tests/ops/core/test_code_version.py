@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest
 
 import ops.core.code_version as cv
-from ops.core.code_version import (PACKAGE_DIR, asset_code_version, code_version, library_versions, module_closure,
-                              project_imports)
-from ops.model.embedded import builder_version
-from ops.evaluation.evaluator import METRICS_DIR
+from ops.core.code_version import (
+    PACKAGE_DIR,
+    asset_code_version,
+    code_version,
+    library_versions,
+    module_closure,
+    project_imports,
+)
 from ops.core.paths import REPO_ROOT
+from ops.evaluation.evaluator import METRICS_DIR
+from ops.model.embedded import builder_version
 
 # A package with every kind of import the project uses: relative (one and two dots), `from . import module`,
 # absolute by the package's name, an import inside a function, and a module nobody imports.

@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from ops.core.store import (COMPLETE_MARKER, ArtifactRef, ArtifactStore, StepSummary, finish, materialize, read_config,
-                            read_result, read_summary)
+from ops.core.store import (
+    COMPLETE_MARKER,
+    ArtifactRef,
+    ArtifactStore,
+    StepSummary,
+    finish,
+    materialize,
+    read_config,
+    read_result,
+    read_summary,
+)
 
 
 class Payload(StepSummary):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.data.sources import DataError
 from ops.data.preparation import IGNORE_INDEX, load_prepared, prepare_dataset
+from ops.data.sources import DataError
 from ops.data.spec import DataSpec
 from tests.ops.chat_tokenizers import FAMILIES, chat_tokenizer, red_conversations
 

@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ops.data.sources import DataError, detect_format, load_rows, source_identity, validate_rows
 from ops.core.paths import BUNDLED_DATASET, REPO_ROOT
+from ops.data.sources import DataError, detect_format, load_rows, source_identity, validate_rows
 from ops.data.spec import DataSpec
 from ops.data.synthetic import generate, write_jsonl
 

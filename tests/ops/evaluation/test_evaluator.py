@@ -12,17 +12,17 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from ops.data.chat_template import answer_text, stop_token_ids
-from ops.model.device import DeviceInfo
-from ops.model.embedded import build_embedded_base
-from ops.evaluation.evaluator import clean_reference, evaluate_adapter
-from ops.evaluation.report import METRICS, EvaluationReport, report_table_md, write_report
-from ops.model.generation import encode_prompts, generate
-from ops.model.loading import load_quantized_model, load_tokenizer
 from ops.core.paths import BUNDLED_DATASET
+from ops.data.chat_template import answer_text, stop_token_ids
 from ops.data.prompt_formats import render_example
 from ops.data.spec import DataSpec
+from ops.evaluation.evaluator import clean_reference, evaluate_adapter
+from ops.evaluation.report import METRICS, EvaluationReport, report_table_md, write_report
 from ops.evaluation.spec import EvalSpec
+from ops.model.device import DeviceInfo
+from ops.model.embedded import build_embedded_base
+from ops.model.generation import encode_prompts, generate
+from ops.model.loading import load_quantized_model, load_tokenizer
 from tests.ops.chat_tokenizers import FAMILIES, chat_tokenizer
 
 CPU = DeviceInfo("cpu", "test-cpu", torch.float32)

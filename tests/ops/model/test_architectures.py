@@ -11,20 +11,28 @@ from __future__ import annotations
 import math
 
 import pytest
-from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig
-from transformers import MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
+from ops.data.preparation import prepare_dataset
+from ops.data.spec import DataSpec
+from ops.evaluation.evaluator import evaluate_adapter
+from ops.evaluation.spec import EvalSpec
 from ops.model.base_resolution import resolve_base
 from ops.model.cpu_features import cpu_features
 from ops.model.cpu_kernels import linear4bit_layers, packed_kernel_rejects
-from ops.data.preparation import prepare_dataset
-from ops.evaluation.evaluator import evaluate_adapter
 from ops.model.export import export_dtype, export_merged
 from ops.model.generation import generate
 from ops.model.loading import load_adapter_model, load_tokenizer
 from ops.model.quantize import quantize_base
-from ops.data.spec import DataSpec
-from ops.evaluation.spec import EvalSpec
 from ops.model.spec import QuantSpec
 from ops.train.spec import TrainSpec
 from ops.train.trainer import train_adapter

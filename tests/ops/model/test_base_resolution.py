@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from ops.core.fingerprint import hash_tree
 from ops.model.base_resolution import BaseModelError, check_model_dir, embedded_base_dir, resolve_base
 from ops.model.embedded import EMBEDDED_ID, builder_version
-from ops.core.fingerprint import hash_tree
 
 
 def test_embedded_is_built_once_under_the_data_home_and_cached(qlora_home):

@@ -17,8 +17,14 @@ import torch
 from bitsandbytes.functional import _convert_weight_packed_for_cpu, dequantize_4bit, has_avx512bf16
 
 from ops.model.cpu_features import CpuFeatures
-from ops.model.cpu_kernels import (PackedKernelError, guard_packed_kernel, linear4bit_layers, named_kernel_errors,
-                             packed_kernel_rejects, restore_standard_layout)
+from ops.model.cpu_kernels import (
+    PackedKernelError,
+    guard_packed_kernel,
+    linear4bit_layers,
+    named_kernel_errors,
+    packed_kernel_rejects,
+    restore_standard_layout,
+)
 from ops.model.device import DeviceInfo
 from ops.model.loading import load_quantized_model
 from ops.model.quantize import quantization_error

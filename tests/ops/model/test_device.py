@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from ops.model.cpu_features import CpuFeatures, _os_flags, cpu_features, detect_cpu_features
-from ops.model.device import (DeviceInfo, NoGPUError, compute_dtype_choice, peak_memory_bytes, pick_compute_dtype,
-                        reset_peak_memory, resolve_device)
+from ops.model.device import (
+    DeviceInfo,
+    NoGPUError,
+    compute_dtype_choice,
+    peak_memory_bytes,
+    pick_compute_dtype,
+    reset_peak_memory,
+    resolve_device,
+)
 from ops.model.export import export_dtype
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a CUDA GPU")
@@ -39,9 +46,9 @@ def test_export_dtype_reads_the_same_capability_check():
     cpu = DeviceInfo("cpu", "x", torch.float32)
     # torch reports "AVX512" on these Xeons, never "AVX512_BF16" or "AMX": the old check said "no native bf16" here
     assert export_dtype(cpu, features=AMX_XEON) == (
-        torch.bfloat16, "bf16: this CPU (AVX512 with AVX512-BF16, AMX-BF16) computes in bf16 natively")
+        torch.bfloat16, "bfloat16: this CPU (AVX512 with AVX512-BF16, AMX-BF16) computes bf16 in hardware")
     assert export_dtype(cpu, features=AVX2_ONLY) == (
-        torch.float32, "fp32: this CPU (AVX2) has no native bf16 (no AVX512-BF16 or AMX)")
+        torch.float32, "float32: this CPU (AVX2, no native bf16) would emulate bf16, far slower than fp32")
     plain_avx512 = CpuFeatures("AVX512", avx512_bf16=False, amx_bf16=False, bnb_packed_kernel=False)
     assert export_dtype(cpu, features=plain_avx512)[0] == torch.float32
     assert export_dtype(cpu)[0] == compute_dtype_choice("cpu")[0]  # one check: export and compute agree here

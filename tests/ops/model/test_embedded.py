@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from ops.model.embedded import SPECIAL_TOKENS, build_embedded_base
 from ops.core.fingerprint import file_checksums, hash_tree
-from ops.model.loading import load_tokenizer
 from ops.data.prompt_formats import render_example
+from ops.model.embedded import SPECIAL_TOKENS, build_embedded_base
+from ops.model.loading import load_tokenizer
 
 SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2)
 CONVERSATION = [

@@ -15,17 +15,17 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ops.model.base_resolution import resolve_base
 from ops.data.preparation import prepare_dataset
-from ops.model.device import DeviceInfo
+from ops.data.prompt_formats import chat_prompt
+from ops.data.spec import DataSpec
 from ops.evaluation.evaluator import evaluate_adapter
+from ops.evaluation.spec import EvalSpec
+from ops.model.base_resolution import resolve_base
+from ops.model.device import DeviceInfo
 from ops.model.export import export_merged
 from ops.model.generation import encode_prompts, generate, generate_batch
 from ops.model.loading import load_quantized_model
-from ops.data.prompt_formats import chat_prompt
 from ops.model.quantize import quantize_base
-from ops.data.spec import DataSpec
-from ops.evaluation.spec import EvalSpec
 from ops.model.spec import QuantSpec
 from tests.ops.chat_tokenizers import as_lm_rows, chat_tokenizer, red_conversations, tiny_model, train
 

@@ -1,11 +1,18 @@
 """The champion gate's rules, on a real MLflow sqlite registry, plus one real registration through the pipeline."""
 
-import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from ops.registry.champion import (CHALLENGER, CHAMPION, SKIPPED, apply_gate, champion_value, decide, lower_is_better,
-                          promote)
+from ops.registry.champion import (
+    CHALLENGER,
+    CHAMPION,
+    SKIPPED,
+    apply_gate,
+    champion_value,
+    decide,
+    lower_is_better,
+    promote,
+)
 from ops.registry.spec import RegistrySpec
 
 NAME = "gate-test"

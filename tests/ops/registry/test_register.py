@@ -18,9 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 from ops.model.embedded import build_embedded_base
 from ops.registry.aliases import check_alias
 from ops.registry.register import find_version_by_tag, register_adapter
-from ops.registry.tracking import default_artifact_location
 from ops.registry.spec import RegistrySpec
-from ops.registry.tracking import start_run
+from ops.registry.tracking import default_artifact_location, start_run
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
 SPEC = RegistrySpec(model_name="tiny-adapter", alias="candidate")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import mlflow
 from mlflow import MlflowClient
 
-from ops.registry.register import register_once
-from ops.registry.register import mlflow_uris
+from ops.registry.register import mlflow_uris, register_once
 from ops.registry.spec import RegistrySpec
 
 

@@ -8,8 +8,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from transformers import TrainerControl, TrainerState
 
+from ops.registry.tracking import MAX_PARAM_CHARS, ensure_experiment, flatten_params, project_release, start_run
 from ops.train.callbacks import MlflowLossCallback
-from ops.registry.tracking import MAX_PARAM_CHARS, project_release, ensure_experiment, flatten_params, start_run
 
 
 @pytest.fixture(scope="module")

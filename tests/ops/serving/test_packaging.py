@@ -17,10 +17,10 @@ import mlflow
 import pytest
 
 from ops.core.fingerprint import ChecksumMismatch, file_checksums
-from ops.serving.packaging import PACKAGE_DIR, package_serving_code, refuse_absolute_imports, serving_files
-from ops.serving.pyfunc_model import CHECKSUMS_ARTIFACT, CHECKSUMS_DIGEST_KEY, checksums_digest, verify_adapter
 from ops.registry.register import mlflow_uris, register_adapter
 from ops.registry.spec import RegistrySpec
+from ops.serving.packaging import PACKAGE_DIR, package_serving_code, refuse_absolute_imports, serving_files
+from ops.serving.pyfunc_model import CHECKSUMS_ARTIFACT, CHECKSUMS_DIGEST_KEY, checksums_digest, verify_adapter
 
 REQUEST = [{"instruction": "Give the first word.", "input": "quick brown fox"}]
 LOAD = """

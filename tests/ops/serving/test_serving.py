@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from ops.data.sources import load_rows
-from ops.evaluation.evaluator import evaluate_adapter
-from ops.evaluation.report import EvaluationReport
 from ops.core.paths import REPO_ROOT
 from ops.data.prompt_formats import render_example
-from ops.registry.register import register_adapter
+from ops.data.sources import load_rows
 from ops.data.spec import DataSpec
+from ops.evaluation.evaluator import evaluate_adapter
+from ops.evaluation.report import EvaluationReport
 from ops.evaluation.spec import EvalSpec
+from ops.registry.register import register_adapter
 from ops.registry.spec import RegistrySpec
 from ops.train.spec import TrainSpec
 from ops.train.trainer import train_adapter

@@ -8,13 +8,13 @@ import json
 import mlflow
 import pytest
 
-from ops.data.sources import load_rows
 from ops.data.preparation import prepare_dataset
+from ops.data.sources import load_rows
+from ops.data.spec import DataSpec
 from ops.evaluation.evaluator import evaluate_adapter
+from ops.evaluation.spec import EvalSpec
 from ops.model.loading import load_tokenizer
 from ops.registry.register import mlflow_uris, register_adapter
-from ops.data.spec import DataSpec
-from ops.evaluation.spec import EvalSpec
 from ops.registry.spec import RegistrySpec
 from ops.train.spec import TrainSpec
 from ops.train.trainer import train_adapter

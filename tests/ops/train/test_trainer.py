@@ -10,12 +10,19 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
-from ops.train.callbacks import NonFiniteLossError, NonFiniteLossGuard, ProgressCallback, TokenCounter
-from ops.model.device import DeviceInfo
-from ops.train.spec import TrainSpec
 from ops.data.tokens import IGNORE_INDEX
-from ops.train.trainer import (build_lora_config, build_training_args, describe_optimizer, latest_checkpoint, main, pad_collator,
-                       train_adapter)
+from ops.model.device import DeviceInfo
+from ops.train.callbacks import NonFiniteLossError, NonFiniteLossGuard, ProgressCallback, TokenCounter
+from ops.train.spec import TrainSpec
+from ops.train.trainer import (
+    build_lora_config,
+    build_training_args,
+    describe_optimizer,
+    latest_checkpoint,
+    main,
+    pad_collator,
+    train_adapter,
+)
 
 # r=16 on every linear layer of 2 blocks: q, k, v, o take r*(64+64), gate, up, down r*(64+120) each
 TINY_LORA_PARAMS = 2 * (4 * 16 * (64 + 64) + 3 * 16 * (64 + 120))
