@@ -27,7 +27,7 @@ class ResolvedBase:
     revision: str | None = None
 
 
-def _looks_like_path(model_id: str) -> bool:
+def looks_like_path(model_id: str) -> bool:
     return model_id.startswith((".", "/", "~")) or Path(model_id).exists()
 
 
@@ -85,7 +85,7 @@ def resolve_base(
         return ResolvedBase(model_id, str(path), True, {"model_id": model_id, "content_hash": hash_tree(path)})
     if model_id.startswith("embedded:"):
         raise BaseModelError(f"unknown embedded model {model_id!r}; the only one is {EMBEDDED_ID!r}")
-    if _looks_like_path(model_id):
+    if looks_like_path(model_id):
         path = Path(model_id).expanduser().resolve()
         check_model_dir(path, allow_pickle, trust_remote_code)
         return ResolvedBase(model_id, str(path), True, {"model_id": str(path), "content_hash": hash_tree(path)})

@@ -38,7 +38,7 @@ class CpuFeatures:
         return f"{self.torch_capability} with {', '.join(have)}" if have else f"{self.torch_capability}, no native bf16"
 
 
-def _os_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...] | None:
+def os_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...] | None:
     """The bf16-related flags of the first CPU in /proc/cpuinfo; None where the file does not exist (macOS, Windows)."""
     try:
         text = cpuinfo.read_text()
@@ -70,7 +70,7 @@ def _bnb_packs_4bit_weights() -> bool:
 
 def detect_cpu_features() -> CpuFeatures:
     """Probe this CPU (uncached; `cpu_features()` is the cached entry point)."""
-    flags = _os_flags()
+    flags = os_flags()
     if flags is None:  # no /proc/cpuinfo: ask torch's own cpuinfo probes
         avx512_bf16, amx = _torch_probe("_is_avx512_bf16_supported"), _torch_probe("_is_amx_tile_supported")
         flags = ()

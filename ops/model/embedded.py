@@ -46,7 +46,7 @@ def builder_version() -> str:
     return code_version([Path(__file__)], BUILDER_LIBRARIES)
 
 
-def _corpus(path: Path) -> list[str]:
+def corpus(path: Path) -> list[str]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [(CORPUS_WITH_INPUT if r.get("input") else CORPUS_NO_INPUT).format(instruction=r["instruction"],
                                                                              input=r.get("input")) + r["output"]
@@ -72,7 +72,7 @@ def build_embedded_base(out_dir: Path, arch: dict | None = None, seed: int = 0, 
     """Write a tokenizer and a seeded random Llama (safetensors) to `out_dir`; return it."""
     arch = {**DEFAULT_ARCH, **(arch or {})}
     out_dir = Path(out_dir)
-    tokenizer = build_tokenizer(_corpus(data), arch["vocab_size"])
+    tokenizer = build_tokenizer(corpus(data), arch["vocab_size"])
     config = LlamaConfig(
         **{**arch, "vocab_size": len(tokenizer)},
         bos_token_id=tokenizer.bos_token_id,

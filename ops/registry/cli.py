@@ -111,12 +111,12 @@ def print_models(result: list[dict], args) -> None:
 
 def print_show(result: dict, args) -> None:
     for key in ("name", "version", "aliases", "status", "created", "run_id", "source"):
-        print(f"{key + ':':<9} {lookup._cell(result[key])}")
+        print(f"{key + ':':<9} {lookup.cell(result[key])}")
     for section in ("tags", "params", "metrics"):
         print(f"\n{section}:")
         width = max((len(k) for k in result[section]), default=0)
         for key, value in result[section].items():
-            shown = lookup._cell(value) if section == "metrics" else lookup.shorten(str(value))
+            shown = lookup.cell(value) if section == "metrics" else lookup.shorten(str(value))
             print(f"  {key:<{width}}  {shown}")
 
 

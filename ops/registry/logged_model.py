@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 
 from ..core.fingerprint import file_checksums
-from ..model.base_resolution import _looks_like_path
+from ..model.base_resolution import looks_like_path
 from ..serving import pyfunc_model
 from ..serving.packaging import importable, package_serving_code
 
@@ -61,7 +61,7 @@ def log_adapter_model(adapter_dir: Path, base_model_dir: Path, prompt_format: st
 def hub_base_config(tags: dict[str, str], base_model_dir: Path) -> dict | None:
     """Hub id, revision and bnb config for a model that loads its base from the hub; None for local bases."""
     model_id = tags.get("base_model_id", "")
-    if not model_id or model_id.startswith("embedded:") or _looks_like_path(model_id):
+    if not model_id or model_id.startswith("embedded:") or looks_like_path(model_id):
         return None
     quantization = json.loads((Path(base_model_dir) / "config.json").read_text())["quantization_config"]
     return {"base_model_id": model_id, "base_model_revision": tags.get("base_model_revision") or "main",

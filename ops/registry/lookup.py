@@ -149,7 +149,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     """Rows as an aligned text table, columns in the rows' key order."""
     if not rows:
         return "(none)"
-    cells = [[_cell(v) for v in row.values()] for row in rows]
+    cells = [[cell(v) for v in row.values()] for row in rows]
     header = list(rows[0].keys())
     widths = [max(len(str(c)) for c in column) for column in zip(header, *cells)]
     lines = [header, *cells]
@@ -161,7 +161,7 @@ def shorten(text: str, limit: int = SHOW_CHARS) -> str:
     return text if len(text) <= limit else f"{text[:limit - 24]}... ({len(text):,} characters)"
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if isinstance(value, float):
         return _metric(value)
     if isinstance(value, dict):

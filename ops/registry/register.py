@@ -26,7 +26,7 @@ from .aliases import check_alias, version_summary
 from .champion import apply_gate
 from .logged_model import hub_base_config, log_adapter_model
 from .spec import RegistrySpec
-from .tracking import ensure_experiment, filter_literal, flatten_params, sqlite_path
+from .tracking import ensure_experiment, filter_literal, flatten_params, numeric_metrics, sqlite_path
 
 
 class Registration(BaseModel):
@@ -48,17 +48,6 @@ class Registration(BaseModel):
 
 
 REGISTRATION_TIMEOUT_S = 300  # the file and sqlite stores are READY at once; remote registries may copy files first
-
-
-def numeric_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Nested dicts become dotted keys; only numbers are metrics (strings and lists belong in the report)."""
-    flat: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update(numeric_metrics(value, prefix=f"{prefix}{key}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[f"{prefix}{key}"] = float(value)
-    return flat
 
 
 @contextmanager

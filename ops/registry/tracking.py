@@ -49,16 +49,26 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
     return client.create_experiment(name, artifact_location=location)
 
 
-def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config dicts as MLflow params: {'train': {'r': 16}} -> {'train.r': '16'}."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
+def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys, leaves untouched: {'train': {'r': 16}} -> {'train.r': 16}."""
+    flat: dict[str, Any] = {}
+    for key, value in nested.items():
         if isinstance(value, dict):
-            flat.update(flatten_params(value, f"{name}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            flat[name] = str(value)[:MAX_PARAM_CHARS]
+            flat[f"{prefix}{key}"] = value
     return flat
+
+
+def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config dicts as MLflow params: {'train': {'r': 16}} -> {'train.r': '16'}, cut to MAX_PARAM_CHARS."""
+    return {name: str(value)[:MAX_PARAM_CHARS] for name, value in flatten(params, prefix).items()}
+
+
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Nested dicts as dotted keys; only numbers are metrics (strings and lists belong in the report)."""
+    return {name: float(value) for name, value in flatten(metrics).items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any],

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..core.code_version import PACKAGE_DIR, module_closure
+from ..core.code_version import PACKAGE_DIR, module_closure, source_digest
 
 PACKAGE_PREFIX = "qlora_model_"
 ENTRY = Path("serving") / "pyfunc_model.py"
@@ -74,14 +74,15 @@ def package_serving_code(dest: Path, package_dir: Path = PACKAGE_DIR) -> tuple[P
         dest: an empty or missing folder.
         package_dir: the package to copy from (a copy of `ops/` in tests).
     Returns:
-        (the package folder, for `code_paths`; the stub file, for `python_model`). The hash covers the
-        copied files' paths and bytes, so a change in any of them gives the package a new name.
+        (the package folder, for `code_paths`; the stub file, for `python_model`). The hash covers the copied
+        files' paths and code, by the code version's rule (`source_digest`: the syntax tree without docstrings),
+        so a change to what runs gives the package a new name; a reworded comment does not.
     """
     package_dir = Path(package_dir).resolve()
     files = serving_files(package_dir)
     digest = hashlib.sha256()
     for rel in files:
-        digest.update(rel.as_posix().encode() + b"\0" + (package_dir / rel).read_bytes())
+        digest.update(rel.as_posix().encode() + b"\0" + source_digest(package_dir / rel).encode())
     package = f"{PACKAGE_PREFIX}{digest.hexdigest()[:HASH_CHARS]}"
     target = Path(dest) / package
     for rel in files:

@@ -11,7 +11,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ops.core.paths import BUNDLED_DATASET
 from ops.data.tokens import IGNORE_INDEX, pad_batch, with_bos
-from ops.model.embedded import _corpus, build_tokenizer
+from ops.model.embedded import build_tokenizer, corpus
 
 # family: (special tokens to set or add, template, the token that closes an assistant turn)
 FAMILIES = {
@@ -63,7 +63,7 @@ NOUNS = ("apple", "river", "stone", "tiger", "zebra", "bridge", "quartz", "hamme
 def chat_tokenizer(family: str):
     """The embedded BPE tokenizer dressed as `family` (a FAMILIES key)."""
     tokens, template, _ = FAMILIES[family]
-    tok = build_tokenizer(_corpus(BUNDLED_DATASET), 1024)
+    tok = build_tokenizer(corpus(BUNDLED_DATASET), 1024)
     tok.add_special_tokens(tokens)
     if family == "chatml":
         tok.bos_token = None  # Qwen2 has no bos

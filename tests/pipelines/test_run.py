@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ops.core.paths import REPO_ROOT
-from pipelines.console import _first_line_without_class
+from pipelines.console import first_line_without_class
 
 
 def run_pipeline(config: dict, tmp_path: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -41,7 +41,7 @@ def error_lines(stderr: str) -> list[str]:
     ("RuntimeError", "RuntimeError: \n", "(no message)"),
 ])
 def test_the_class_is_named_once_and_the_message_is_one_line(cls_name, message, expected):
-    assert _first_line_without_class(cls_name, message) == expected
+    assert first_line_without_class(cls_name, message) == expected
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ops.model.cpu_features import CpuFeatures, _os_flags, cpu_features, detect_cpu_features
+from ops.model.cpu_features import CpuFeatures, cpu_features, detect_cpu_features, os_flags
 from ops.model.device import (
     DeviceInfo,
     NoGPUError,
@@ -58,10 +58,10 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\n"
                        "processor\t: 1\nflags\t\t: fpu\n")
-    assert _os_flags(cpuinfo) == ("avx512_bf16", "amx_bf16", "amx_tile")
+    assert os_flags(cpuinfo) == ("avx512_bf16", "amx_bf16", "amx_tile")
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n")
-    assert _os_flags(cpuinfo) == ()
-    assert _os_flags(tmp_path / "missing") is None
+    assert os_flags(cpuinfo) == ()
+    assert os_flags(tmp_path / "missing") is None
 
 
 def test_this_machines_features_agree_with_what_bitsandbytes_and_torch_see():
@@ -73,8 +73,8 @@ def test_this_machines_features_agree_with_what_bitsandbytes_and_torch_see():
     assert features.bnb_packed_kernel == bool(has_avx512bf16())
     if features.bnb_packed_kernel:  # bitsandbytes repacks only where the bf16 instructions exist
         assert features.avx512_bf16 and features.native_bf16
-    if _os_flags() is not None:
-        assert features.amx_bf16 == ("amx_bf16" in _os_flags())
+    if os_flags() is not None:
+        assert features.amx_bf16 == ("amx_bf16" in os_flags())
 
 
 @no_cuda

@@ -8,7 +8,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from transformers import TrainerControl, TrainerState
 
-from ops.registry.tracking import MAX_PARAM_CHARS, ensure_experiment, flatten_params, project_release, start_run
+from ops.registry.tracking import (
+    MAX_PARAM_CHARS,
+    ensure_experiment,
+    flatten_params,
+    numeric_metrics,
+    project_release,
+    start_run,
+)
 from ops.train.callbacks import MlflowLossCallback
 
 
@@ -25,6 +32,11 @@ def test_flatten_params_nests_with_dots_and_stringifies():
         "train.r": "16", "train.lora.alpha": "32.0", "train.targets": "['all-linear']", "seed": "0", "note": "None"}
     assert flatten_params({}) == {} and flatten_params({"a": {}}) == {}
     assert flatten_params({"x": 1}, prefix="data.") == {"data.x": "1"}
+
+
+def test_numeric_metrics_keep_numbers_only_under_dotted_names():
+    metrics = {"base": {"eval_loss": 2, "note": "x"}, "tuned": {"exact_match": 0.5, "ok": True}, "samples": [1]}
+    assert numeric_metrics(metrics) == {"base.eval_loss": 2.0, "tuned.exact_match": 0.5}
 
 
 def test_flatten_params_cuts_values_to_mlflow_limit():

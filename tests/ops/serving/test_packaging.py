@@ -59,8 +59,11 @@ def test_the_package_name_follows_the_code(tmp_path):
     assert sorted(p.relative_to(first) for p in first.rglob("*.py")) == serving_files(source)
     assert package_serving_code(tmp_path / "b", source)[0].name == first.name
     with (source / "model" / "generation.py").open("a") as f:
-        f.write("\n# changed\n")
-    assert package_serving_code(tmp_path / "c", source)[0].name != first.name
+        f.write("\n# a comment runs nothing\n")
+    assert package_serving_code(tmp_path / "c", source)[0].name == first.name
+    with (source / "model" / "generation.py").open("a") as f:
+        f.write("\nCHANGED = True\n")
+    assert package_serving_code(tmp_path / "d", source)[0].name != first.name
 
 
 @pytest.fixture(scope="module")
