@@ -93,11 +93,15 @@ def test_parquet(tmp_path):
     assert detect_format(rows) == "chat"
 
 
-def test_parquet_that_is_not_parquet(tmp_path):
-    path = tmp_path / "d.parquet"
-    path.write_text("not parquet")
-    with pytest.raises(DataError, match=r"could not read parquet file .*d\.parquet"):
-        load(path)
+@pytest.mark.parametrize("name,content,message", [
+    ("d.parquet", "not parquet", r"could not read parquet file .*d\.parquet"),
+    ("d.txt", "hello", r"unsupported extension '\.txt'; use one of \.jsonl, \.json, \.csv, \.parquet"),
+    ("d.jsonl", '{"text": "a"}\n["text"]\n', r"d\.jsonl, line 2: expected a JSON object, got list"),
+])
+def test_a_bad_file_is_named_with_what_is_wrong(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        load(tmp_path / name)
 
 
 def test_missing_file(tmp_path):
@@ -117,23 +121,10 @@ def test_empty_dataset(tmp_path, name, content):
         load(tmp_path / name)
 
 
-def test_unknown_extension(tmp_path):
-    (tmp_path / "d.txt").write_text("hello")
-    with pytest.raises(DataError, match=r"unsupported extension '\.txt'; use one of \.jsonl, \.json, \.csv, \.parquet"):
-        load(tmp_path / "d.txt")
-
-
 def test_truncated_jsonl_line_is_named(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps(ALPACA[0]) + "\n" + json.dumps(ALPACA[1]) + "\n" + json.dumps(ALPACA[0])[:20])
     with pytest.raises(DataError, match=r"d\.jsonl, line 3: invalid JSON .*truncated"):
-        load(path)
-
-
-def test_jsonl_line_that_is_not_an_object(tmp_path):
-    path = tmp_path / "d.jsonl"
-    path.write_text('{"text": "a"}\n["text"]\n')
-    with pytest.raises(DataError, match=r"line 2: expected a JSON object, got list"):
         load(path)
 
 
