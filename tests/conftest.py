@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny import TINY_ARCH
+
 # Hubs are unreachable here; fail fast instead of retrying DNS for half a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -19,9 +21,6 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 # spin-waiting made a 4-step training run 15x slower (13 s against 0.9 s). Set before torch is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# intermediate_size 120 is a multiple of neither 32 nor 64, as real MLP widths often are not (the embedded default's
-# 688, Qwen2's 352): gate/up (out 120) and down (in 120) are shapes bitsandbytes' packed CPU kernel cannot take.
-TINY_ARCH = dict(hidden_size=64, intermediate_size=120, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
 
 
 @pytest.fixture(autouse=True)

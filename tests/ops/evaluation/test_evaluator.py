@@ -10,7 +10,6 @@ import datasets
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from ops.core.paths import BUNDLED_DATASET
 from ops.data.chat_template import answer_text, stop_token_ids
@@ -20,27 +19,21 @@ from ops.evaluation.evaluator import clean_reference, evaluate_adapter
 from ops.evaluation.report import METRICS, EvaluationReport, report_table_md, write_report
 from ops.evaluation.spec import EvalSpec
 from ops.model.device import DeviceInfo
-from ops.model.embedded import build_embedded_base
 from ops.model.generation import encode_prompts, generate
 from ops.model.loading import load_quantized_model, load_tokenizer
 from tests.ops.chat_tokenizers import FAMILIES, chat_tokenizer
+from tests.tiny import quantize_fp32
 
 CPU = DeviceInfo("cpu", "test-cpu", torch.float32)
-TINY_ARCH = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
 SPEC = EvalSpec(max_new_tokens=6, num_generation_examples=5, num_samples_shown=3, batch_size=4)
 EVAL_ROWS = 10
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
+def model_dir(tmp_path_factory, tiny_base_dir) -> Path:
     """The embedded tiny Llama, quantized for real to NF4 with double quantization and fp32 compute."""
-    base = build_embedded_base(tmp_path_factory.mktemp("base"), arch=TINY_ARCH)
-    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                             bnb_4bit_compute_dtype=torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(str(base), quantization_config=bnb, device_map="cpu")
     out = tmp_path_factory.mktemp("quantized")
-    model.save_pretrained(out)
-    load_tokenizer(base).save_pretrained(out)
+    quantize_fp32(tiny_base_dir, out)
     return out
 
 

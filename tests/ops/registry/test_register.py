@@ -13,15 +13,13 @@ import pytest
 import torch
 from mlflow import MlflowClient
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from ops.model.embedded import build_embedded_base
 from ops.registry.aliases import check_alias
 from ops.registry.register import find_version_by_tag, register_adapter
 from ops.registry.spec import RegistrySpec
 from ops.registry.tracking import default_artifact_location, start_run
+from tests.tiny import quantize_fp32
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
 SPEC = RegistrySpec(model_name="tiny-adapter", alias="candidate")
 EXPERIMENT = "qlora-test"
 LINEAGE = {"dataset_fingerprint": "d" * 16, "base_model_id": "embedded:tiny-llama", "base_model_revision": "abc123",
@@ -29,17 +27,11 @@ LINEAGE = {"dataset_fingerprint": "d" * 16, "base_model_id": "embedded:tiny-llam
 
 
 @pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory) -> tuple[Path, Path]:
+def model_dirs(tmp_path_factory, tiny_base_dir) -> tuple[Path, Path]:
     """A saved NF4 double-quantized tiny Llama with its tokenizer, and a LoRA adapter on all its linear layers."""
     root = tmp_path_factory.mktemp("models")
-    source = build_embedded_base(root / "source", arch=TINY)
-    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                             bnb_4bit_compute_dtype=torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=bnb, device_map="cpu",
-                                                 dtype=torch.float32)
     base_dir, adapter_dir = root / "base-4bit", root / "adapter"
-    model.save_pretrained(base_dir)
-    AutoTokenizer.from_pretrained(source).save_pretrained(base_dir)
+    model = quantize_fp32(tiny_base_dir, base_dir)
     torch.manual_seed(0)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
     get_peft_model(model, lora).save_pretrained(adapter_dir)
