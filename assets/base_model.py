@@ -1,14 +1,13 @@
 """quantized_base_model: the frozen base in NF4 with double quantization, saved as a 4-bit checkpoint."""
 
-
 import dagster as dg
 
-from assets.common import StepConfig, step_output
-from ops.code_version import asset_code_version
-from ops.fingerprint import fingerprint
-from ops.quantize import quantize_base
-from ops.specs import QuantSpec
-from ops.store import materialize
+from assets.common import StepConfig, step_output, typed_metadata
+from ops.core.code_version import asset_code_version
+from ops.core.fingerprint import fingerprint
+from ops.core.store import materialize
+from ops.model.quantize import quantize_base
+from ops.model.spec import QuantizedBase, QuantSpec
 from resources import ArtifactStoreResource, BaseModelResource, GPUResource
 
 # bitsandbytes quantizes, transformers loads and saves, torch holds the weights.
@@ -28,30 +27,19 @@ def quantized_base_model(
     gpu: GPUResource,
 ) -> dg.Output:
     """The base model quantized to 4-bit NF4 with double quantization (bitsandbytes), with its tokenizer."""
-    base = base_model.resolve()
-    device = gpu.device(context.log)
-    fp = fingerprint(CODE_VERSION, config.fingerprint_fields(), {"base": base.identity, "device": device.type,
-                                                                  "compute_dtype": device.dtype_name})
+    base, device, spec = base_model.resolve(), gpu.device(context.log), QuantSpec(**config.fingerprint_fields())
+    fp = fingerprint(CODE_VERSION, spec.model_dump(), {"base": base.identity, "device": device.type,
+                                                       "compute_dtype": device.dtype_name})
 
-    def work(tmp):
-        return quantize_base(base, QuantSpec(**config.fingerprint_fields()), device, tmp,
-                             trust_remote_code=base_model.trust_remote_code, log=context.log.info)
+    def work(tmp) -> QuantizedBase:
+        return quantize_base(base, spec, device, tmp, trust_remote_code=base_model.trust_remote_code,
+                             log=context.log.info)
 
-    result = materialize(store.store(), "quantized_base_model", fp, work, config.force, context.log.info,
-                         config=config.fingerprint_fields())
+    result = materialize(store.store(), "quantized_base_model", fp, work, QuantizedBase, force=config.force,
+                         log=context.log.info, config=spec.model_dump())
     s = result.summary
-    return step_output(result, {
-        "base_model_id": s["base_model_id"],
-        "device": s["device"],
-        "compute_dtype": s["compute_dtype"],
-        "compute_dtype_reason": s.get("compute_dtype_reason") or "",
-        "layers_off_packed_cpu_kernel": dg.MetadataValue.int(s.get("layers_off_packed_cpu_kernel") or 0),
-        "quant_type": s["quant_type"],
-        "double_quant": s["double_quant"],
-        "total_params": dg.MetadataValue.int(s["total_params"]),
-        "quantized_params": dg.MetadataValue.int(s["quantized_params"]),
-        "bits_per_quantized_weight": dg.MetadataValue.float(s["bits_per_quantized_weight"]),
-        "mean_abs_quant_error": dg.MetadataValue.float(s["mean_abs_quant_error"] or float("nan")),
-        "size_on_disk_mb": dg.MetadataValue.float(s["size_on_disk_bytes"] / 2**20),
-        "bf16_size_mb": dg.MetadataValue.float(s["bf16_size_bytes"] / 2**20),
-    })
+    return step_output(result, typed_metadata(
+        s, "base_model_id", "device", "compute_dtype", "compute_dtype_reason", "layers_off_packed_cpu_kernel",
+        "quant_type", "double_quant", "total_params", "quantized_params", "bits_per_quantized_weight",
+        mean_abs_quant_error=s.mean_abs_quant_error if s.mean_abs_quant_error is not None else float("nan"),
+        size_on_disk_mb=s.size_on_disk_bytes / 2**20, bf16_size_mb=s.bf16_size_bytes / 2**20))

@@ -7,12 +7,15 @@ import dagster as dg
 from mlflow import MlflowClient
 from pydantic import Field
 
-from ops import checks
-from ops.champion import champion_value
-from ops.data_prep import load_prepared
-from ops.specs import RegistrySpec
-from ops.store import ArtifactRef, read_summary
-from resources import MLflowResource
+from ops.core.check_outcome import CheckOutcome
+from ops.core.store import ArtifactRef, read_result
+from ops.data import checks as data_checks
+from ops.data.preparation import load_prepared
+from ops.data.spec import DatasetSummary
+from ops.evaluation import checks as evaluation_checks
+from ops.evaluation.report import EvaluationReport
+from ops.registry.champion import champion_value
+from resources import MLflowResource, RegisteredModelResource
 
 DATASET = dg.AssetKey("training_dataset")
 EVALUATION = dg.AssetKey("adapter_evaluation")
@@ -24,7 +27,7 @@ class DataChecksConfig(dg.Config):
     min_eval_rows: int = Field(4, description="Fewest held-out examples for an evaluation worth trusting.")
 
 
-def _result(asset: dg.AssetKey, name: str, outcome: checks.CheckOutcome,
+def _result(asset: dg.AssetKey, name: str, outcome: CheckOutcome,
             severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(asset_key=asset, check_name=name, passed=outcome.passed, severity=severity,
                                description=outcome.description, metadata={"why": outcome.description, **outcome.metadata})
@@ -42,18 +45,11 @@ def _result(asset: dg.AssetKey, name: str, outcome: checks.CheckOutcome,
 )
 def training_dataset_checks(config: DataChecksConfig, training_dataset: ArtifactRef):
     """Blocking data checks: a failure stops the run before the adapter is trained."""
-    splits, summary = load_prepared(Path(training_dataset.path)), read_summary(training_dataset)
-    yield _result(DATASET, "no_empty_text", checks.no_empty_text(splits))
-    yield _result(DATASET, "truncation_bounded", checks.truncation_within(summary, config.max_truncated_share))
-    yield _result(DATASET, "splits_disjoint", checks.splits_disjoint(splits))
-    yield _result(DATASET, "enough_rows", checks.enough_rows(splits, config.min_train_rows, config.min_eval_rows))
-
-
-def gate_settings(context: dg.AssetCheckExecutionContext) -> RegistrySpec:
-    """The registry settings of this run (registered_adapter's config), so model and metric are named once."""
-    ops_config = context.op_execution_context.run_config.get("ops") or {}
-    given = (ops_config.get("registered_adapter") or {}).get("config") or {}
-    return RegistrySpec(**{k: v for k, v in given.items() if k in ("model_name", "primary_metric")})
+    splits, summary = load_prepared(Path(training_dataset.path)), read_result(training_dataset, DatasetSummary)
+    yield _result(DATASET, "no_empty_text", data_checks.no_empty_text(splits))
+    yield _result(DATASET, "truncation_bounded", data_checks.truncation_within(summary, config.max_truncated_share))
+    yield _result(DATASET, "splits_disjoint", data_checks.splits_disjoint(splits))
+    yield _result(DATASET, "enough_rows", data_checks.enough_rows(splits, config.min_train_rows, config.min_eval_rows))
 
 
 @dg.multi_asset_check(
@@ -64,16 +60,16 @@ def gate_settings(context: dg.AssetCheckExecutionContext) -> RegistrySpec:
                           description="The adapter is no worse than the champion on the primary metric (warning)."),
     ],
 )
-def adapter_evaluation_checks(context: dg.AssetCheckExecutionContext, adapter_evaluation: ArtifactRef,
-                              mlflow: MLflowResource):
+def adapter_evaluation_checks(adapter_evaluation: ArtifactRef, mlflow: MLflowResource,
+                              registered_model: RegisteredModelResource):
     """A failed beats_base blocks registration; a regression against the champion only warns."""
-    report = read_summary(adapter_evaluation)
-    yield _result(EVALUATION, "beats_base", checks.beats_base(report))
-    spec = gate_settings(context)
+    report = read_result(adapter_evaluation, EvaluationReport)
+    yield _result(EVALUATION, "beats_base", evaluation_checks.beats_base(report))
+    gate = registered_model.gate()  # the same model and metric registered_adapter's gate uses
     client = MlflowClient(tracking_uri=mlflow.resolved_tracking_uri(), registry_uri=mlflow.resolved_registry_uri())
-    version, value = champion_value(client, spec.model_name, spec.primary_metric)
+    version, value = champion_value(client, gate.model_name, gate.primary_metric)
     yield _result(EVALUATION, "no_regression_vs_champion",
-                  checks.no_regression(report, spec.primary_metric, value, version), dg.AssetCheckSeverity.WARN)
+                  evaluation_checks.no_regression(report, gate.primary_metric, value, version), dg.AssetCheckSeverity.WARN)
 
 
 ASSET_CHECKS = [training_dataset_checks, adapter_evaluation_checks]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from ops.store import StepResult
+from ops.core.store import StepResult
 
 
 class StepConfig(dg.Config):
@@ -32,6 +32,23 @@ def md_table(rows: list[dict[str, Any]], max_chars: int = 80) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def typed_metadata(result: BaseModel, *names: str, **extra: Any) -> dict[str, Any]:
+    """`names` of `result` as Dagster metadata typed by their Python type (int, float, str, bool), plus `extra`.
+
+    Ints and floats become typed values (the UI plots them across materializations); None becomes "".
+    """
+    def typed(value: Any) -> Any:
+        if isinstance(value, bool) or isinstance(value, str):
+            return value
+        if isinstance(value, int):
+            return dg.MetadataValue.int(value)
+        if isinstance(value, float):
+            return dg.MetadataValue.float(value)
+        return "" if value is None else str(value)
+
+    return {**{name: typed(getattr(result, name)) for name in names}, **{k: typed(v) for k, v in extra.items()}}
 
 
 def step_output(result: StepResult, metadata: dict[str, Any]) -> dg.Output:

@@ -1,15 +1,14 @@
 """adapter_evaluation: base against base+adapter on the held-out split."""
 
-
 import dagster as dg
 
 from assets.common import StepConfig, md_table, step_output
-from ops.code_version import asset_code_version
-from ops.evaluation import evaluate_adapter, report_table_md, write_report
-from ops.fingerprint import fingerprint
-from ops.paths import METRICS_DIR
-from ops.specs import EvalSpec
-from ops.store import ArtifactRef, materialize
+from ops.core.code_version import asset_code_version
+from ops.core.fingerprint import fingerprint
+from ops.core.store import ArtifactRef, materialize
+from ops.evaluation.evaluator import METRICS_DIR, evaluate_adapter
+from ops.evaluation.report import EvaluationReport, report_table_md, write_report
+from ops.evaluation.spec import EvalSpec
 from resources import ArtifactStoreResource, GPUResource
 
 # The 4-bit forward pass, generation and the metric library decide the numbers; the metric modules load by path.
@@ -32,26 +31,25 @@ def adapter_evaluation(
     gpu: GPUResource,
 ) -> dg.Output:
     """Held-out loss, perplexity, exact match and ROUGE-L of the base and of base+adapter (report.json)."""
+    spec = EvalSpec(**config.fingerprint_fields())
     inputs = {"adapter": qlora_adapter.fingerprint, "base": quantized_base_model.fingerprint,
               "dataset": training_dataset.fingerprint}
-    fp = fingerprint(CODE_VERSION, config.fingerprint_fields(), inputs)
+    fp = fingerprint(CODE_VERSION, spec.model_dump(), inputs)
 
-    def work(tmp):
+    def work(tmp) -> EvaluationReport:
         report = evaluate_adapter(f"{quantized_base_model.path}/model", f"{qlora_adapter.path}/adapter",
-                                  training_dataset.path, EvalSpec(**config.fingerprint_fields()),
-                                  gpu.device(context.log), log=context.log.info)
+                                  training_dataset.path, spec, gpu.device(context.log), log=context.log.info)
         write_report(report, tmp / "report.json")
         return report
 
-    result = materialize(store.store(), "adapter_evaluation", fp, work, config.force, context.log.info,
-                         config=config.fingerprint_fields())
+    result = materialize(store.store(), "adapter_evaluation", fp, work, EvaluationReport, force=config.force,
+                         log=context.log.info, config=spec.model_dump())
     r = result.summary
     return step_output(result, {
         "comparison": dg.MetadataValue.md(report_table_md(r)),
-        "tuned_eval_loss": dg.MetadataValue.float(r["tuned"]["eval_loss"]),
-        "base_eval_loss": dg.MetadataValue.float(r["base"]["eval_loss"]),
-        "tuned_exact_match": dg.MetadataValue.float(r["tuned"]["exact_match"]),
-        "tuned_rouge_l": dg.MetadataValue.float(r["tuned"]["rouge_l"]),
-        "samples": dg.MetadataValue.md(md_table(r["samples"])),
+        **{f"{part}_{name}": dg.MetadataValue.float(r.value(f"{part}.{name}"))
+           for part, name in (("tuned", "eval_loss"), ("base", "eval_loss"), ("tuned", "exact_match"),
+                              ("tuned", "rouge_l"))},
+        "samples": dg.MetadataValue.md(md_table(r.samples)),
         "report": dg.MetadataValue.path(f"{result.ref.path}/report.json"),
     })

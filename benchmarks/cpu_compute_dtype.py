@@ -2,10 +2,10 @@
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/cpu_compute_dtype.py [--steps 5] [--threads 2]
 
-The embedded-size model (ops/embedded.py DEFAULT_ARCH: a 4-layer, 256-wide Llama with a 688-wide MLP) is
+The embedded-size model (ops/model/embedded.py DEFAULT_ARCH: a 4-layer, 256-wide Llama with a 688-wide MLP) is
 quantized to NF4 with double quantization once per compute dtype, then trained with the pipeline's own
 `train_adapter` (LoRA r=16 on all linear layers, gradient checkpointing, paged AdamW, batch 16 of <= 64 tokens)
-and used for greedy generation. It prints the CPU's flags and one table; `auto` (ops/device.py) picks bf16 on
+and used for greedy generation. It prints the CPU's flags and one table; `auto` (ops/model/device.py) picks bf16 on
 CPUs with AVX512-BF16/AMX and fp32 elsewhere from figures like these. Nothing is asserted: it measures.
 """
 
@@ -18,9 +18,8 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
-
 import warnings
+from pathlib import Path
 
 import datasets
 import torch
@@ -29,17 +28,19 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from ops.base_model import resolve_base  # noqa: E402
-from ops.cpu_features import cpu_features  # noqa: E402
-from ops.cpu_kernels import linear4bit_layers  # noqa: E402
-from ops.data_prep import prepare_dataset  # noqa: E402
-from ops.device import DeviceInfo  # noqa: E402
-from ops.embedded import build_embedded_base  # noqa: E402
-from ops.generation import encode_prompts  # noqa: E402
-from ops.modeling import load_adapter_model, load_tokenizer  # noqa: E402
-from ops.quantize import quantize_base  # noqa: E402
-from ops.specs import DataSpec, QuantSpec, TrainSpec  # noqa: E402
-from ops.train import train_adapter  # noqa: E402
+from ops.data.preparation import prepare_dataset  # noqa: E402
+from ops.data.spec import DataSpec  # noqa: E402
+from ops.model.base_resolution import resolve_base  # noqa: E402
+from ops.model.cpu_features import cpu_features  # noqa: E402
+from ops.model.cpu_kernels import linear4bit_layers  # noqa: E402
+from ops.model.device import DeviceInfo  # noqa: E402
+from ops.model.embedded import build_embedded_base  # noqa: E402
+from ops.model.generation import encode_prompts  # noqa: E402
+from ops.model.loading import load_adapter_model, load_tokenizer  # noqa: E402
+from ops.model.quantize import quantize_base  # noqa: E402
+from ops.model.spec import QuantSpec  # noqa: E402
+from ops.train.spec import TrainSpec  # noqa: E402
+from ops.train.trainer import train_adapter  # noqa: E402
 
 WARMUP_STEPS = 2  # the first steps allocate and warm caches; they are run but not timed
 PROMPT = "How many animals are in the list?\ntiger river zebra"

@@ -74,8 +74,8 @@ class Failure:
     line: str
 
 
-def _first_line_without_class(cls_name: str, message: str) -> str:
-    """`ops.data_loading.DataError: x` -> `x`: Python's formatted exception repeats the (qualified) class name."""
+def first_line_without_class(cls_name: str, message: str) -> str:
+    """`ops.data.sources.DataError: x` -> `x`: Python's formatted exception repeats the (qualified) class name."""
     text = message.strip()
     text = re.sub(rf"^(?:[\w.]+\.)?{re.escape(cls_name)}:\s*", "", text)
     return " ".join(text.split("\n")[0].split()) if text else "(no message)"
@@ -115,7 +115,7 @@ def failures(events) -> list[Failure]:
         error = _user_error(event.step_failure_data.error)
         if error.cls_name == "DagsterAssetCheckFailedError" and checks:
             continue  # the checks below say why, each in its own words
-        message = _first_line_without_class(error.cls_name, error.message)
+        message = first_line_without_class(error.cls_name, error.message)
         causes.setdefault((error.cls_name, message), []).append(event.step_key)
     found = [Failure(steps[0], f"error: step{'s' if len(steps) > 1 else ''} {', '.join(steps)} failed: {cls}: {message}")
              for (cls, message), steps in causes.items()]

@@ -9,7 +9,14 @@ from assets.checks import ASSET_CHECKS
 from pipelines.jobs import promote_alias
 from pipelines.schedules import qlora_retrain_schedule, with_automation
 from pipelines.sensors import qlora_data_sensor
-from resources import ArtifactRefIOManager, ArtifactStoreResource, BaseModelResource, GPUResource, MLflowResource
+from resources import (
+                       ArtifactRefIOManager,
+                       ArtifactStoreResource,
+                       BaseModelResource,
+                       GPUResource,
+                       MLflowResource,
+                       RegisteredModelResource,
+)
 
 qlora_pipeline = dg.define_asset_job(
     "qlora_pipeline",
@@ -24,6 +31,7 @@ RESOURCES = {
     "base_model": BaseModelResource(),
     "gpu": GPUResource(),
     "mlflow": MLflowResource(),
+    "registered_model": RegisteredModelResource(),
 }
 
 defs = dg.Definitions(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from ops.locks import file_lock
-from ops.paths import REPO_ROOT, qlora_home
+from ops.core.locks import file_lock
+from ops.core.paths import REPO_ROOT, qlora_home
 
 INSTANCE_TEMPLATE = REPO_ROOT / "dagster.yaml"
 

@@ -5,7 +5,7 @@ import dagster as dg
 from mlflow import MlflowClient
 from pydantic import Field
 
-from ops.champion import promote
+from ops.registry.champion import promote
 from resources import MLflowResource
 
 

@@ -69,7 +69,7 @@ def materializations(result) -> dict[str, dict]:
 
 def run_log_path(run_id: str) -> Path:
     """Where a headless run's full log (every Dagster event, every traceback) is written."""
-    from ops.paths import qlora_home
+    from ops.core.paths import qlora_home
 
     return qlora_home() / "logs" / f"{run_id}.log"
 

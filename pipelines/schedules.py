@@ -14,7 +14,7 @@ import os
 
 import dagster as dg
 
-from ops.watch import DEFAULT_SOURCE, retrain_run_config
+from ops.data.source_watch import DEFAULT_SOURCE, retrain_run_config
 
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00: after a week's new data, before people look at the registry
 DOWNSTREAM = ("qlora_adapter", "adapter_evaluation", "registered_adapter")

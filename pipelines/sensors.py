@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from ops.watch import DEFAULT_SOURCE, retrain_run_config, run_key, source_fingerprint
+from ops.data.source_watch import DEFAULT_SOURCE, retrain_run_config, run_key, source_fingerprint
 
 DEFAULT_INTERVAL_S = 300  # hashing a dataset file every few minutes is cheap; data rarely changes faster
 

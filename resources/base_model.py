@@ -7,8 +7,8 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ops.base_model import ResolvedBase, resolve_base
-from ops.embedded import EMBEDDED_ID
+from ops.model.base_resolution import ResolvedBase, resolve_base
+from ops.model.embedded import EMBEDDED_ID
 
 
 class BaseModelResource(dg.ConfigurableResource):

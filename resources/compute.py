@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import Field
 
-from ops.device import DeviceInfo, peak_memory_bytes, resolve_device
+from ops.model.device import DeviceInfo, peak_memory_bytes, resolve_device
 
 
 class GPUResource(dg.ConfigurableResource):

@@ -8,8 +8,9 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ops.paths import artifacts_dir
-from ops.store import ArtifactRef
+from ops.core.atomic import write_text_atomic
+from ops.core.paths import artifacts_dir
+from ops.core.store import ArtifactRef
 
 
 class ArtifactRefIOManager(dg.ConfigurableIOManager):
@@ -26,10 +27,7 @@ class ArtifactRefIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: ArtifactRef) -> None:
         asset = context.asset_key.to_user_string()
         for path in (self._ref_path(asset, context.run_id), self._ref_path(asset)):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{context.run_id}.tmp")
-            tmp.write_text(obj.to_json())
-            tmp.replace(path)
+            write_text_atomic(path, obj.to_json())
 
     def load_input(self, context: dg.InputContext) -> ArtifactRef:
         asset = context.asset_key.to_user_string()

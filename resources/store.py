@@ -7,8 +7,8 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ops.paths import artifacts_dir
-from ops.store import ArtifactStore
+from ops.core.paths import artifacts_dir
+from ops.core.store import ArtifactStore
 
 
 class ArtifactStoreResource(dg.ConfigurableResource):

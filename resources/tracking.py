@@ -7,7 +7,8 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from ops.paths import default_tracking_uri
+from ops.core.paths import default_tracking_uri
+from ops.registry.tracking import MlflowTarget
 
 
 class MLflowResource(dg.ConfigurableResource):
@@ -26,3 +27,7 @@ class MLflowResource(dg.ConfigurableResource):
     def resolved_registry_uri(self) -> str:
         return self.registry_uri or self.resolved_tracking_uri()
 
+    def target(self) -> MlflowTarget:
+        """Where the ops send runs and versions."""
+        return MlflowTarget(self.resolved_tracking_uri(), self.resolved_registry_uri(), self.experiment,
+                            self.artifact_location)

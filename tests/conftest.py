@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny import TINY_ARCH
+
 # Hubs are unreachable here; fail fast instead of retrying DNS for half a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -19,9 +21,6 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 # spin-waiting made a 4-step training run 15x slower (13 s against 0.9 s). Set before torch is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# intermediate_size 120 is a multiple of neither 32 nor 64, as real MLP widths often are not (the embedded default's
-# 688, Qwen2's 352): gate/up (out 120) and down (in 120) are shapes bitsandbytes' packed CPU kernel cannot take.
-TINY_ARCH = dict(hidden_size=64, intermediate_size=120, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
 
 
 @pytest.fixture(autouse=True)
@@ -36,14 +35,14 @@ def qlora_home(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory) -> Path:
     """A tiny seeded Llama with the embedded tokenizer, saved like a hub checkpoint (safetensors)."""
-    from ops.embedded import build_embedded_base
+    from ops.model.embedded import build_embedded_base
 
     return build_embedded_base(tmp_path_factory.mktemp("tiny-base"), arch=TINY_ARCH)
 
 
 @pytest.fixture(scope="session")
 def cpu():
-    from ops.device import resolve_device
+    from ops.model.device import resolve_device
 
     return resolve_device()
 
@@ -51,9 +50,9 @@ def cpu():
 @pytest.fixture(scope="session")
 def tiny_quantized(tiny_base_dir, cpu, tmp_path_factory) -> tuple[Path, dict]:
     """The tiny base quantized to NF4 with double quantization: (artifact dir with model/, summary)."""
-    from ops.base_model import resolve_base
-    from ops.quantize import quantize_base
-    from ops.specs import QuantSpec
+    from ops.model.base_resolution import resolve_base
+    from ops.model.quantize import quantize_base
+    from ops.model.spec import QuantSpec
 
     out = tmp_path_factory.mktemp("tiny-quantized")
     summary = quantize_base(resolve_base(str(tiny_base_dir)), QuantSpec(), cpu, out, log=lambda _: None)
@@ -63,9 +62,9 @@ def tiny_quantized(tiny_base_dir, cpu, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def tiny_dataset(tiny_quantized, tmp_path_factory) -> tuple[Path, dict]:
     """200 bundled rows prepared with the tiny model's tokenizer: (artifact dir, stats)."""
-    from ops.data_prep import prepare_dataset
-    from ops.modeling import load_tokenizer
-    from ops.specs import DataSpec
+    from ops.data.preparation import prepare_dataset
+    from ops.data.spec import DataSpec
+    from ops.model.loading import load_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-dataset")
     tokenizer = load_tokenizer(tiny_quantized[0] / "model")
@@ -76,8 +75,8 @@ def tiny_dataset(tiny_quantized, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="session")
 def tiny_adapter(tiny_quantized, tiny_dataset, cpu, tmp_path_factory) -> tuple[Path, dict]:
     """A LoRA adapter trained for a few real steps: (artifact dir with adapter/, summary)."""
-    from ops.specs import TrainSpec
-    from ops.train import train_adapter
+    from ops.train.spec import TrainSpec
+    from ops.train.trainer import train_adapter
 
     out = tmp_path_factory.mktemp("tiny-adapter")
     spec = TrainSpec(max_steps=4, batch_size=8, save_steps=2, logging_steps=1, warmup_steps=1)

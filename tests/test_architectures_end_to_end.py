@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.ops.conftest import tokenizer  # noqa: F401  (the embedded tokenizer fixture)
-from tests.ops.test_architectures import ARCHITECTURES, build_base
+from tests.ops.model.test_architectures import ARCHITECTURES, build_base
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU:UserWarning")]
 
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Paged optimiz
 def test_the_pipeline_registers_a_model_that_loads_and_answers(arch, tokenizer, tmp_path, capsys):
     import mlflow
 
-    from ops.paths import default_tracking_uri
+    from ops.core.paths import default_tracking_uri
     from pipelines import run
 
     config_cls, model_cls, fields, *_ = ARCHITECTURES[arch]

@@ -17,7 +17,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from ops.paths import REPO_ROOT
+from ops.core.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

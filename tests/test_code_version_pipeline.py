@@ -16,23 +16,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops.paths import REPO_ROOT
+from ops.core.paths import REPO_ROOT
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 
 STEPS = ("training_dataset", "quantized_base_model", "qlora_adapter", "adapter_evaluation", "registered_adapter")
 # The embedded base at its default size (so its builder's cache is exercised too), a couple of training steps.
-TINY_RUN = {
-    "resources": {"base_model": {"config": {"model_id": "embedded:tiny-llama"}}},
-    "ops": {
-        "training_dataset": {"config": {"source": "bundled", "format": "alpaca", "max_seq_len": 64, "max_rows": 120,
-                                        "eval_fraction": 0.2}},
-        "qlora_adapter": {"config": {"r": 4, "alpha": 8, "max_steps": 2, "batch_size": 4, "warmup_steps": 0,
-                                     "save_steps": 2, "logging_steps": 1}},
-        "adapter_evaluation": {"config": {"max_new_tokens": 2, "num_generation_examples": 4, "batch_size": 8}},
-        "registered_adapter": {"config": {"model_name": "code-version-test"}},
-    },
-}
+TINY_RUN = tiny_run_config(
+    "code-version-test", "embedded:tiny-llama", data={"source": "bundled", "format": "alpaca", "eval_fraction": 0.2},
+    train={"r": 4, "alpha": 8, "batch_size": 4, "warmup_steps": 0},
+    evaluation={"max_new_tokens": 2, "batch_size": 8})
 
 
 def copy_project(dest: Path) -> Path:
@@ -87,7 +81,7 @@ def warm(tmp_path_factory) -> tuple[Path, Path, dict]:
 def test_changing_the_prompt_format_recomputes_the_dataset_and_everything_after(warm, tmp_path):
     home, config, before = warm
     project = copy_project(tmp_path / "edited")
-    edit(project / "ops" / "prompting.py", "### Response:", "### Answer:")
+    edit(project / "ops" / "data" / "prompt_formats.py", "### Response:", "### Answer:")
 
     after = run_pipeline(project, config, home)
 
@@ -102,7 +96,7 @@ def test_changing_evaluation_code_recomputes_evaluation_and_registration_only(wa
     home, config, before = warm
     project = copy_project(tmp_path / "edited")
     # A real code change (a new statement), not a comment: comments and docstrings do not count.
-    edit(project / "ops" / "evaluation.py", "\n\ndef perplexity(",
+    edit(project / "ops" / "evaluation" / "evaluator.py", "\n\ndef perplexity(",
          "\n\nEDITED_FOR_THE_TEST = True\n\n\ndef perplexity(")
 
     after = run_pipeline(project, config, home)

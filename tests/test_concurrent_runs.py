@@ -12,22 +12,17 @@ import pytest
 import yaml
 
 from pipelines.instance import dagster_home
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 GPU_STEPS = ("qlora_adapter", "adapter_evaluation")
 
 
 def write_config(path: Path, base_dir: Path, learning_rate: float) -> Path:
-    path.write_text(yaml.safe_dump({
-        "resources": {"base_model": {"config": {"model_id": str(base_dir)}}},
-        "ops": {
-            "training_dataset": {"config": {"max_rows": 120, "max_seq_len": 48}},
-            "qlora_adapter": {"config": {"max_steps": 12, "batch_size": 4, "learning_rate": learning_rate,
-                                         "logging_steps": 4, "save_steps": 6}},
-            "adapter_evaluation": {"config": {"num_generation_examples": 2, "max_new_tokens": 2}},
-            "registered_adapter": {"config": {"model_name": "two-runs"}},
-        },
-    }))
+    path.write_text(yaml.safe_dump(tiny_run_config(
+        "two-runs", base_dir, data={"max_seq_len": 48}, evaluation={"num_generation_examples": 2, "max_new_tokens": 2},
+        train={"max_steps": 12, "batch_size": 4, "learning_rate": learning_rate, "logging_steps": 4, "save_steps": 6,
+               "warmup_steps": 30})))
     return path
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from pipelines import run
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 
@@ -22,16 +23,9 @@ MAX_STEPS, SAVE_STEPS, KILL_AFTER = 200, 10, 30
 
 
 def write_config(path: Path, base_dir: Path) -> Path:
-    config = {
-        "resources": {"base_model": {"config": {"model_id": str(base_dir)}}},
-        "ops": {
-            "training_dataset": {"config": {"max_rows": 200, "max_seq_len": 64}},
-            "qlora_adapter": {"config": {"max_steps": MAX_STEPS, "batch_size": 4, "save_steps": SAVE_STEPS,
-                                         "logging_steps": 1, "warmup_steps": 2}},
-            "adapter_evaluation": {"config": {"num_generation_examples": 2, "max_new_tokens": 2}},
-            "registered_adapter": {"config": {"model_name": "crash-test"}},
-        },
-    }
+    config = tiny_run_config("crash-test", base_dir, data={"max_rows": 200},
+                             train={"max_steps": MAX_STEPS, "batch_size": 4, "save_steps": SAVE_STEPS, "warmup_steps": 2},
+                             evaluation={"num_generation_examples": 2, "max_new_tokens": 2})
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -70,7 +64,7 @@ def test_sigkill_during_training_resumes_from_the_newest_checkpoint(tiny_base_di
 
 
 def test_a_half_written_checkpoint_is_never_resumed_from(tmp_path):
-    from ops.train import latest_checkpoint
+    from ops.train.trainer import latest_checkpoint
 
     (tmp_path / "checkpoint-10").mkdir()
     (tmp_path / "checkpoint-10" / "trainer_state.json").write_text(json.dumps({"global_step": 10}))

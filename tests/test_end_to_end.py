@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops.paths import REPO_ROOT
+from ops.core.paths import REPO_ROOT
 from pipelines import run
 
 pytestmark = pytest.mark.slow

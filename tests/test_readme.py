@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops.paths import REPO_ROOT
+from ops.core.paths import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 BIN = Path(sys.executable).parent
@@ -36,11 +36,11 @@ EXERCISED = {
     r"QLORA_HOME=\S+ python -m pipelines\.run <.*>":
         "tests/test_end_to_end.py::test_demo_pipeline_registers_a_loadable_model_and_reruns_from_cache",
     r"\.venv/bin/dagster job execute .*": f"{HERE}::test_dagster_job_execute_runs_the_pipeline",
-    r"\.venv/bin/python -m ops\.train .*": "tests/ops/test_train.py::test_main_runs_standalone_from_a_yaml_config",
+    r"\.venv/bin/python -m ops\.train .*": "tests/ops/train/test_trainer.py::test_main_runs_standalone_from_a_yaml_config",
     r"pip install -e \.": None,  # the Makefile's install step; parsed by pip only
     r"(MLFLOW_TRACKING_URI=\S+ )?qlora .*": f"{HERE}::test_readme_console_session_runs_against_a_tiny_registry",
-    r"mlflow models serve .*": "tests/test_serving.py::test_models_serve_answers_held_out_rows_as_the_evaluation_did",
-    r"mlflow server": "tests/test_serving.py::test_cli_against_the_server",  # its `server` fixture runs it
+    r"mlflow models serve .*": "tests/ops/serving/test_serving.py::test_models_serve_answers_held_out_rows_as_the_evaluation_did",
+    r"mlflow server": "tests/ops/serving/test_serving.py::test_cli_against_the_server",  # its `server` fixture runs it
     r"dagster instance concurrency set gpu \d+": f"{HERE}::test_dagster_instance_concurrency_set_runs",
     r"dagster dev": "tests/pipelines/test_dagster_dev.py::test_sensor_turned_on_in_dagster_dev_runs_once_per_data_change",
     # prints tests/test_bad_inputs.readme_rows(), which this test compares with the README
@@ -186,7 +186,7 @@ def parse(command: Command) -> None:
     argv = command.argv
     program = argv[0].rsplit("/", 1)[-1]
     if program == "qlora":
-        from ops.cli import build_parser
+        from ops.registry.cli import build_parser
 
         build_parser().parse_args(argv[1:])
     elif program == "dagster":
@@ -237,8 +237,8 @@ def test_readme_rest_bodies_are_accepted_by_the_model_signature():
     from mlflow.models.utils import _enforce_schema
     from mlflow.pyfunc.scoring_server import infer_and_parse_data
 
-    from ops.prompting import render_request
-    from ops.pyfunc_model import as_requests, signature
+    from ops.data.prompt_formats import render_request
+    from ops.serving.pyfunc_model import as_requests, signature
 
     spans = [span for _, span in inline_spans(split_readme(README.read_text())[0])]
     bodies = [json.loads(s) for s in spans if re.match(r'\{"(inputs|dataframe_\w+)"', s)]
@@ -307,9 +307,9 @@ def test_dagster_job_execute_runs_the_pipeline(tmp_path, tiny_base_dir):
 def test_readme_console_session_runs_against_a_tiny_registry(tmp_path, tiny_quantized, tiny_adapter):
     """The python block and every `$ qlora ...` line, for real, against a data home holding a tiny
     `qlora-demo` (paths under /tmp/qdemo moved into the test's folder); error examples must fail."""
-    from ops.paths import default_tracking_uri
-    from ops.registry import register_adapter
-    from ops.specs import RegistrySpec
+    from ops.core.paths import default_tracking_uri
+    from ops.registry.register import register_adapter
+    from ops.registry.spec import RegistrySpec
 
     home = tmp_path / ".qlora"  # where the python block's sqlite:///.qlora/mlflow.db points from tmp_path
     report = tmp_path / "report.json"

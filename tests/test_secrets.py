@@ -8,9 +8,10 @@ import dagster as dg
 import pytest
 
 from assets import PIPELINE_ASSETS
-from ops.tracking import redact_uri
+from ops.registry.tracking import redact_uri
 from pipelines.definitions import RESOURCES
 from resources import BaseModelResource
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +26,9 @@ def files_containing(root: Path, needle: bytes) -> list[str]:
 def test_fake_tokens_never_leave_the_environment(tiny_base_dir, qlora_home, monkeypatch):
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
-    config = {"ops": {
-        "training_dataset": {"config": {"max_rows": 60, "max_seq_len": 48}},
-        "qlora_adapter": {"config": {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "save_steps": 1}},
-        "adapter_evaluation": {"config": {"num_generation_examples": 2, "max_new_tokens": 2}},
-        "registered_adapter": {"config": {"model_name": "secret-test"}},
-    }}
+    config = tiny_run_config("secret-test", data={"max_rows": 60, "max_seq_len": 48},
+                             train={"batch_size": 4, "save_steps": 1, "warmup_steps": 30},
+                             evaluation={"num_generation_examples": 2, "max_new_tokens": 2})
     resources = {**RESOURCES, "base_model": BaseModelResource(model_id=str(tiny_base_dir))}
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(PIPELINE_ASSETS, resources=resources, run_config=config, instance=instance)

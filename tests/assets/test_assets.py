@@ -8,18 +8,13 @@ import pytest
 from assets import PIPELINE_ASSETS
 from pipelines.definitions import RESOURCES
 from resources import BaseModelResource
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 
 
 def run_config(tiny_steps: int = 3, **train_overrides) -> dict:
-    return {"ops": {
-        "training_dataset": {"config": {"max_rows": 120, "max_seq_len": 64}},
-        "qlora_adapter": {"config": {"max_steps": tiny_steps, "batch_size": 8, "save_steps": 2, "logging_steps": 1,
-                                     "warmup_steps": 1, **train_overrides}},
-        "adapter_evaluation": {"config": {"num_generation_examples": 4, "max_new_tokens": 4}},
-        "registered_adapter": {"config": {"model_name": "tiny-test"}},
-    }}
+    return tiny_run_config("tiny-test", train={"max_steps": tiny_steps, **train_overrides})
 
 
 def materialize(tiny_base_dir, config: dict, selection=None) -> dict[str, dict]:

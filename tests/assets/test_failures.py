@@ -7,17 +7,17 @@ import pytest
 from mlflow import MlflowClient
 
 from assets import PIPELINE_ASSETS
-from ops.paths import default_tracking_uri
+from ops.core.paths import default_tracking_uri
 from pipelines.definitions import RESOURCES
 from resources import BaseModelResource
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 
 
 def run(tiny_base_dir, ops_config: dict) -> dg.ExecuteInProcessResult:
     resources = {**RESOURCES, "base_model": BaseModelResource(model_id=str(tiny_base_dir))}
-    config = {"ops": {"training_dataset": {"config": {"max_rows": 80, "max_seq_len": 48}},
-                      "registered_adapter": {"config": {"model_name": "failure-test"}}, **ops_config}}
+    config = tiny_run_config("failure-test", data={"max_rows": 80, "max_seq_len": 48}, **ops_config)
     return dg.materialize(PIPELINE_ASSETS, resources=resources, run_config=config, raise_on_error=False)
 
 

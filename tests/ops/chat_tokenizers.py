@@ -1,6 +1,6 @@
 """Tiny tokenizers whose chat templates have the shapes of real families, and a tiny model trained on them.
 
-Each tokenizer is the embedded byte-level BPE (ops.embedded.build_tokenizer) with the family's special tokens
+Each tokenizer is the embedded byte-level BPE (ops.model.embedded.build_tokenizer) with the family's special tokens
 added and a template of the family's shape: where bos goes, which token closes a turn, what follows it.
 """
 
@@ -9,9 +9,10 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ops.embedded import _corpus, build_tokenizer
-from ops.paths import BUNDLED_DATASET
-from ops.tokens import IGNORE_INDEX, pad_batch, with_bos
+from ops.core.paths import BUNDLED_DATASET
+from ops.data.tokens import IGNORE_INDEX, pad_batch, with_bos
+from ops.model.embedded import build_tokenizer, corpus
+from tests.tiny import TINY_ARCH
 
 # family: (special tokens to set or add, template, the token that closes an assistant turn)
 FAMILIES = {
@@ -54,8 +55,6 @@ FAMILIES = {
         "</s>",
     ),
 }
-TINY_ARCH = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                 num_key_value_heads=2, max_position_embeddings=256)
 NOUNS = ("apple", "river", "stone", "tiger", "zebra", "bridge", "quartz", "hammer", "desert", "forest",
          "cloud", "lamp", "violin", "garden", "rocket", "pepper", "candle", "island", "mirror", "ladder")
 
@@ -63,7 +62,7 @@ NOUNS = ("apple", "river", "stone", "tiger", "zebra", "bridge", "quartz", "hamme
 def chat_tokenizer(family: str):
     """The embedded BPE tokenizer dressed as `family` (a FAMILIES key)."""
     tokens, template, _ = FAMILIES[family]
-    tok = build_tokenizer(_corpus(BUNDLED_DATASET), 1024)
+    tok = build_tokenizer(corpus(BUNDLED_DATASET), 1024)
     tok.add_special_tokens(tokens)
     if family == "chatml":
         tok.bos_token = None  # Qwen2 has no bos
@@ -82,7 +81,7 @@ def red_conversations(turns: int = 1) -> list[list[dict[str, str]]]:
 
 def tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
     """A seeded random 2-layer, 64-wide Llama sized to `tokenizer`."""
-    config = LlamaConfig(**TINY_ARCH, vocab_size=len(tokenizer), tie_word_embeddings=True,
+    config = LlamaConfig(**TINY_ARCH, max_position_embeddings=256, vocab_size=len(tokenizer), tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)

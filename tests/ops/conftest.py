@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from ops.embedded import _corpus, build_tokenizer
-from ops.paths import BUNDLED_DATASET
+from ops.core.paths import BUNDLED_DATASET
+from ops.model.embedded import build_tokenizer, corpus
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
     """The embedded base's tokenizer (byte-level BPE with bos, eos and a chat template), without the model."""
-    return build_tokenizer(_corpus(BUNDLED_DATASET), 1024)
+    return build_tokenizer(corpus(BUNDLED_DATASET), 1024)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ops.specs import DataSpec, EvalSpec, LoraSpec, QuantSpec, RegistrySpec, TrainSpec
+from ops.data.spec import DataSpec
+from ops.evaluation.spec import EvalSpec
+from ops.model.spec import QuantSpec
+from ops.registry.spec import RegistrySpec
+from ops.train.spec import LoraSpec, TrainSpec
 
 
 def error_of(cls, **fields) -> str:

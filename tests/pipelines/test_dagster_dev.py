@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops.paths import BUNDLED_DATASET, REPO_ROOT
-from ops.watch import run_key, source_fingerprint
+from ops.core.paths import BUNDLED_DATASET, REPO_ROOT
+from ops.data.source_watch import run_key, source_fingerprint
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 
@@ -50,18 +51,9 @@ def wait_for(what: str, probe, timeout_s: float, every_s: float = 2.0):
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def tiny_run_config(base_dir: Path) -> dict:
-    return {
-        "execution": {"config": {"in_process": {}}},  # one process: step subprocesses would each import torch
-        "resources": {"base_model": {"config": {"model_id": str(base_dir)}}},
-        "ops": {
-            "training_dataset": {"config": {"max_rows": 120, "max_seq_len": 64}},
-            "qlora_adapter": {"config": {"max_steps": 2, "batch_size": 8, "save_steps": 2, "logging_steps": 1,
-                                         "warmup_steps": 1}},
-            "adapter_evaluation": {"config": {"num_generation_examples": 4, "max_new_tokens": 4}},
-            "registered_adapter": {"config": {"model_name": "dev-sensor-test"}},
-        },
-    }
+def dev_run_config(base_dir: Path) -> dict:
+    # One process: step subprocesses would each import torch.
+    return {"execution": {"config": {"in_process": {}}}, **tiny_run_config("dev-sensor-test", base_dir)}
 
 
 @pytest.fixture
@@ -73,7 +65,7 @@ def dagster_dev(tmp_path, qlora_home, tiny_base_dir):
     watched = tmp_path / "instructions.jsonl"
     shutil.copy(BUNDLED_DATASET, watched)
     run_config = tmp_path / "retrain.yaml"
-    run_config.write_text(yaml.safe_dump(tiny_run_config(tiny_base_dir)))
+    run_config.write_text(yaml.safe_dump(dev_run_config(tiny_base_dir)))
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "QLORA_HOME": str(qlora_home),
            "QLORA_WATCH_SOURCE": str(watched), "QLORA_RETRAIN_RUN_CONFIG": str(run_config),

@@ -8,23 +8,15 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from ops.registry import mlflow_uris
+from ops.registry.register import mlflow_uris
 from pipelines import run
+from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
 
 
 def write_config(path, base_dir, learning_rate: float):
-    path.write_text(yaml.safe_dump({
-        "resources": {"base_model": {"config": {"model_id": str(base_dir)}}},
-        "ops": {
-            "training_dataset": {"config": {"max_rows": 120, "max_seq_len": 64}},
-            "qlora_adapter": {"config": {"max_steps": 2, "batch_size": 8, "save_steps": 2, "logging_steps": 1,
-                                         "warmup_steps": 1, "learning_rate": learning_rate}},
-            "adapter_evaluation": {"config": {"num_generation_examples": 4, "max_new_tokens": 4}},
-            "registered_adapter": {"config": {"model_name": "aba"}},
-        },
-    }))
+    path.write_text(yaml.safe_dump(tiny_run_config("aba", base_dir, train={"learning_rate": learning_rate})))
     return str(path)
 
 

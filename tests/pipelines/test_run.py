@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops.paths import REPO_ROOT
-from pipelines.console import _first_line_without_class
+from ops.core.paths import REPO_ROOT
+from pipelines.console import first_line_without_class
 
 
 def run_pipeline(config: dict, tmp_path: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -34,14 +34,14 @@ def error_lines(stderr: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("cls_name", "message", "expected"), [
-    ("DataError", "ops.data_loading.DataError: dataset file x does not exist\n", "dataset file x does not exist"),
+    ("DataError", "ops.data.sources.DataError: dataset file x does not exist\n", "dataset file x does not exist"),
     ("AssertionError", "AssertionError: N must be divisible by block_n\n", "N must be divisible by block_n"),
     ("ValueError", "ValueError: first line\nsecond line", "first line"),
     ("KeyError", "KeyError: 'model'", "'model'"),
     ("RuntimeError", "RuntimeError: \n", "(no message)"),
 ])
 def test_the_class_is_named_once_and_the_message_is_one_line(cls_name, message, expected):
-    assert _first_line_without_class(cls_name, message) == expected
+    assert first_line_without_class(cls_name, message) == expected
 
 
 @pytest.mark.slow

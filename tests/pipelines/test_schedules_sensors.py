@@ -6,8 +6,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from ops.paths import BUNDLED_DATASET
-from ops.watch import deep_merge, run_key, source_fingerprint
+from ops.core.paths import BUNDLED_DATASET
+from ops.data.source_watch import deep_merge, run_key, source_fingerprint
 from pipelines.definitions import defs
 from pipelines.schedules import DEFAULT_CRON, DOWNSTREAM, qlora_retrain_schedule
 from pipelines.sensors import qlora_data_sensor

@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 import torch
 
-from ops.base_model import BaseModelError
-from ops.device import NoGPUError
-from ops.embedded import EMBEDDED_ID
-from ops.store import ArtifactRef, ArtifactStore
+from ops.core.store import ArtifactRef, ArtifactStore
+from ops.model.base_resolution import BaseModelError
+from ops.model.device import NoGPUError
+from ops.model.embedded import EMBEDDED_ID
 from resources import ArtifactRefIOManager, ArtifactStoreResource, BaseModelResource, GPUResource, MLflowResource
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a CUDA GPU")
@@ -40,7 +40,7 @@ def test_mlflow_defaults_to_sqlite_under_the_data_home(qlora_home):
     assert mlflow.experiment == "qlora"
     assert mlflow.resolved_tracking_uri() == f"sqlite:///{qlora_home / 'mlflow.db'}"
     assert mlflow.resolved_registry_uri() == mlflow.resolved_tracking_uri()
-    assert mlflow.artifact_location is None  # ops.tracking puts artifacts next to the sqlite database
+    assert mlflow.artifact_location is None  # ops.registry.tracking puts artifacts next to the sqlite database
 
 
 def test_mlflow_server_settings_are_passed_through():

@@ -1,0 +1,1 @@
+"""What every step shares: the data home, file locks, fingerprints, the artifact store, derived code versions."""

@@ -1,0 +1,144 @@
+"""Evaluate an adapter against its base on the held-out split: loss, perplexity and generation metrics.
+
+The 4-bit base is loaded once; the base numbers come from the same PEFT model with its adapter disabled,
+so both sides see identical quantized weights and only the adapter differs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+import evaluate
+import torch
+import torch.nn.functional as F
+
+from ..data.chat_template import answer_text, stop_token_ids
+from ..data.tokens import IGNORE_INDEX, MODEL_COLUMNS, pad_batch
+from ..model.cpu_kernels import named_kernel_errors
+from ..model.device import DeviceInfo
+from ..model.generation import generate
+from ..model.loading import load_adapter_model, load_tokenizer
+from .report import METRICS, EvaluationReport, ModelScores
+from .spec import EvalSpec
+
+METRICS_DIR = Path(__file__).resolve().parent / "metrics"  # loaded by path through `evaluate`, never imported
+
+
+def load_eval_split(dataset_dir: str | Path) -> datasets.Dataset:
+    """The held-out split of a prepared dataset artifact."""
+    return datasets.load_from_disk(str(Path(dataset_dir) / "dataset"))["eval"]
+
+
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """One of the project's own metric modules, loaded by path (no hub download)."""
+    # keep_in_memory: no cache files or locks, so parallel Dagster runs cannot collide.
+    return evaluate.load(str(METRICS_DIR / name), keep_in_memory=True)
+
+
+@torch.inference_mode()
+def target_loss(model, rows: datasets.Dataset, pad_id: int, batch_size: int) -> tuple[float, int]:
+    """Token-weighted mean cross-entropy over target tokens (labels != -100), and how many there were."""
+    device = next(model.parameters()).device
+    rows = rows.select_columns(list(MODEL_COLUMNS))
+    total_nll, total_tokens = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        chunk = rows.select(range(start, min(start + batch_size, len(rows)))).to_list()
+        batch = {k: v.to(device) for k, v in pad_batch(chunk, pad_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # Position t predicts token t+1. Upcast so bf16 logits do not round the loss.
+        shifted_logits = logits[:, :-1].float()
+        shifted_labels = batch["labels"][:, 1:]
+        total_nll += F.cross_entropy(shifted_logits.transpose(1, 2), shifted_labels,
+                                     ignore_index=IGNORE_INDEX, reduction="sum").item()
+        total_tokens += int((shifted_labels != IGNORE_INDEX).sum())
+    if total_tokens == 0:
+        raise ValueError("the eval split has no target tokens (every label is -100); nothing to score")
+    return total_nll / total_tokens, total_tokens
+
+
+def perplexity(loss: float) -> float:
+    try:
+        return math.exp(loss)
+    except OverflowError:  # a diverged model; inf says so better than an exception
+        return math.inf
+
+
+def clean_reference(completion: str, tokenizer: Any, stop_ids: list[int] | None = None) -> str:
+    """The reference answer exactly as a generation of the same tokens would come back from ops.model.generation.
+
+    The completion is tokenized as data preparation tokenized it, then cut at the first stop token (eos or the
+    template's end-of-turn token, e.g. `red<|im_end|>\n` -> `red`), special tokens dropped, whitespace stripped.
+    `stop_ids` defaults to ops.data.chat_template.stop_token_ids(tokenizer); pass the ones generation used.
+    """
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    return answer_text(ids, tokenizer, stop_token_ids(tokenizer) if stop_ids is None else stop_ids)
+
+
+def score_model(model, tokenizer, eval_rows: datasets.Dataset, gen_rows: datasets.Dataset,
+                references: list[str], spec: EvalSpec, metrics: dict[str, Any]) -> tuple[ModelScores, list[str]]:
+    """Loss, perplexity and generation metrics of one model; also its generations."""
+    loss, _ = target_loss(model, eval_rows, tokenizer.pad_token_id, spec.batch_size)
+    predictions = generate(model, tokenizer, list(gen_rows["prompt"]), spec.max_new_tokens, spec.batch_size)
+    scores = {"eval_loss": loss, "perplexity": perplexity(loss)}
+    for name, metric in metrics.items():
+        scores.update(metric.compute(predictions=predictions, references=references))
+    return ModelScores(**scores), predictions
+
+
+def _summary(name: str, scores: ModelScores) -> str:
+    return (f"{name}: loss {scores.eval_loss:.4f} ppl {scores.perplexity:.2f} "
+            f"exact_match {scores.exact_match:.2f} rouge_l {scores.rouge_l:.2f}")
+
+
+def evaluate_adapter(model_dir: str | Path, adapter_dir: str | Path, dataset_dir: str | Path, spec: EvalSpec,
+                     device: DeviceInfo, log: Callable[[str], Any] = print) -> EvaluationReport:
+    """Score the base and base+adapter on the held-out split.
+
+    Args:
+        model_dir: a quantized_base_model artifact's `model/` folder.
+        adapter_dir: a qlora_adapter artifact's `adapter/` folder.
+        dataset_dir: a training_dataset artifact folder (its eval split is scored).
+        spec: generation length, rows generated, batch size.
+        device: where to run.
+        log: one line per model scored.
+    Returns:
+        base, tuned and delta scores (loss in nats per target token), sample generations, seconds.
+    Raises:
+        PackedKernelError: a 4-bit kernel failure, named with the layer and the CPU.
+    """
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(model_dir)
+    eval_rows = load_eval_split(dataset_dir)
+    gen_rows = eval_rows.select(range(min(spec.num_generation_examples, len(eval_rows))))
+    metrics = {name: load_metric(name) for name in ("exact_match", "rouge_l")}
+    log(f"evaluating on {len(eval_rows)} held-out rows ({len(gen_rows)} generated) on {device.type}/{device.dtype_name}")
+
+    model = load_adapter_model(model_dir, adapter_dir, device)
+    # The stops generation uses, so references and predictions are cut at the same tokens.
+    stop_ids = stop_token_ids(tokenizer, model.generation_config)
+    references = [clean_reference(c, tokenizer, stop_ids) for c in gen_rows["completion"]]
+    with named_kernel_errors("evaluate (base)", model), model.disable_adapter():
+        base, base_preds = score_model(model, tokenizer, eval_rows, gen_rows, references, spec, metrics)
+    log(_summary("base", base))
+    with named_kernel_errors("evaluate (tuned)", model):
+        tuned, tuned_preds = score_model(model, tokenizer, eval_rows, gen_rows, references, spec, metrics)
+    log(_summary("tuned", tuned))
+
+    samples = [{"prompt": p, "reference": r, "base": b, "tuned": t}
+               for p, r, b, t in zip(gen_rows["prompt"], references, base_preds, tuned_preds)]
+    return EvaluationReport(
+        base=base,
+        tuned=tuned,
+        delta=ModelScores(**{k: getattr(tuned, k) - getattr(base, k) for k in METRICS}),
+        eval_rows=len(eval_rows),
+        generation_rows=len(gen_rows),
+        samples=samples[: spec.num_samples_shown],
+        device=device.type,
+        compute_dtype=device.dtype_name,
+        seconds=round(time.perf_counter() - started, 2),
+    )

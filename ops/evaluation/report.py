@@ -1,0 +1,85 @@
+"""The evaluation report: base and tuned scores on the held-out split, the metric names, and which way is better.
+
+The one list of metric names: `METRICS` (a model's scores) and `GATE_METRICS` (the tuned model's, which the
+champion gate and the regression check compare). Light on purpose (pydantic only): the registry settings and
+the checks import it without loading torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from ..core.store import StepSummary
+
+# Metrics whose name ends like these are better when lower; every other metric (exact_match, rouge_l) when higher.
+LOWER_IS_BETTER = ("loss", "perplexity")
+
+
+class ModelScores(BaseModel):
+    """One model's scores on the held-out split."""
+
+    model_config = ConfigDict(frozen=True)
+
+    eval_loss: float  # nats per target token, token-weighted over the split
+    perplexity: float  # exp(eval_loss)
+    exact_match: float  # share of generations equal to the reference, 0 to 1
+    rouge_l: float  # mean ROUGE-L F1 of generation against reference, 0 to 1
+
+
+METRICS = tuple(ModelScores.model_fields)
+GATE_METRICS = tuple(f"tuned.{name}" for name in METRICS)
+
+
+class EvaluationReport(StepSummary):
+    """What `evaluate_adapter` measured: base and base+adapter on the same held-out rows (report.json)."""
+
+    base: ModelScores
+    tuned: ModelScores
+    delta: ModelScores  # tuned minus base, per metric
+    eval_rows: int  # rows scored for loss
+    generation_rows: int  # rows scored by generation
+    samples: list[dict[str, str]]  # prompt, reference, base and tuned generation of the first rows
+    device: str
+    compute_dtype: str
+    seconds: float
+
+    def value(self, metric: str) -> float:
+        """A dotted metric such as `tuned.eval_loss`.
+
+        Raises:
+            ValueError: a name that is not `base.` or `tuned.` followed by one of METRICS.
+        """
+        section, _, name = metric.partition(".")
+        if section not in ("base", "tuned") or name not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; expected base.<m> or tuned.<m> with m in {', '.join(METRICS)}")
+        return getattr(getattr(self, section), name)
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether smaller values of `metric` (plain or dotted) are better: losses and perplexities."""
+    return metric.rsplit(".", 1)[-1].endswith(LOWER_IS_BETTER)
+
+
+def improvement(metric: str, candidate: float, reference: float) -> float:
+    """How much better `candidate` is than `reference` (positive: better), whatever the metric's direction."""
+    return reference - candidate if lower_is_better(metric) else candidate - reference
+
+
+def write_report(report: EvaluationReport, path: str | Path) -> Path:
+    """Write the report as indented JSON; return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def report_table_md(report: EvaluationReport) -> str:
+    """A markdown table of base, tuned and delta per metric."""
+    lines = ["| metric | base | tuned | delta |", "| --- | ---: | ---: | ---: |"]
+    for k in METRICS:
+        base, tuned, delta = (getattr(getattr(report, part), k) for part in ("base", "tuned", "delta"))
+        lines.append(f"| {k} | {base:.4f} | {tuned:.4f} | {delta:+.4f} |")
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""Register a trained adapter in MLflow: a run, the logged model, a registry version with lineage tags, an alias;
+never the same adapter twice, and one registration at a time on an embedded registry.
+
+sqlite allows one writer; MLflow's registration is several transactions (model, version, tags, alias), and
+concurrent ones fail with "database is locked" or interleave. A tracking server serialises for itself, so
+the lock applies to sqlite URIs only. Holding it also makes check-then-register (idempotency) atomic.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, ConfigDict
+
+from ..core.fingerprint import FINGERPRINT_LEN
+from ..core.locks import file_lock
+from .aliases import check_alias, version_summary
+from .champion import apply_gate
+from .logged_model import hub_base_config, log_adapter_model
+from .spec import RegistrySpec
+from .tracking import ensure_experiment, filter_literal, flatten_params, numeric_metrics, sqlite_path
+
+
+class Registration(BaseModel):
+    """A registered adapter: which version holds it, where the alias stands, and how to load it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_name: str
+    version: int
+    alias: str
+    run_id: Optional[str]  # the MLflow run that logged the model
+    tracking_uri: str
+    gate_decision: str  # champion, challenger, skipped (ops/registry/champion.py), or "" for an older version
+    model_uri: str  # models:/NAME/VERSION: always this adapter's version
+    alias_uri: str  # models:/NAME@ALIAS: moves with later registrations
+    alias_version: Optional[int]  # where the alias points now (None: unset)
+    version_aliases: list[str]  # every alias on this version
+    cache_hit: bool = False  # a version already held this adapter; nothing was registered
+
+
+REGISTRATION_TIMEOUT_S = 300  # the file and sqlite stores are READY at once; remote registries may copy files first
+
+
+@contextmanager
+def mlflow_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (log_model, register_model read only the globals) at these URIs, then restore."""
+    # set_tracking_uri/set_registry_uri also export MLFLOW_*_URI, which would leak into later code and subprocesses.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def existing_run_id(client: MlflowClient, run_id: str | None) -> str | None:
+    """`run_id` when that run exists and is not deleted (training may have created it), else None."""
+    if not run_id:
+        return None
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    return run_id if run.info.lifecycle_stage == "active" else None
+
+
+def find_version_by_tag(client: MlflowClient, name: str, key: str, value: str) -> ModelVersion | None:
+    """The newest version of `name` whose tag `key` equals `value`, or None."""
+    versions = client.search_model_versions(f"name = {filter_literal(name)} and tags.`{key}` = {filter_literal(value)}")
+    return max(versions, key=lambda v: int(v.version), default=None)
+
+
+def log_new_params(client: MlflowClient, run_id: str, params: dict[str, str], log: Callable) -> None:
+    """Log params the run lacks; MLflow forbids changing a param, so differing ones are reported and kept."""
+    existing = client.get_run(run_id).data.params
+    clashes = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+    if clashes:
+        log(f"run {run_id} already has different values for params {clashes}; keeping the run's values")
+    new = {k: v for k, v in params.items() if k not in existing}
+    if new:
+        mlflow.log_params(new)
+
+
+def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_location: str | None, experiment: str,
+                     spec: RegistrySpec, adapter_dir: Path, base_model_dir: Path, prompt_format: str,
+                     params: dict, metrics: dict, report_path: Path, tags: dict[str, str],
+                     run_id: str | None = None, log: Callable[[str], None] = print, log_base: bool = True,
+                     system_message: str | None = None) -> Registration:
+    """Log the adapter as a pyfunc model, register a new version of `spec.model_name` and point `spec.alias` at it.
+
+    Args:
+        tracking_uri, registry_uri, artifact_location, experiment: where MLflow keeps the run and the version.
+        spec: model name, alias, the champion gate's metric and margin, whether to copy the base.
+        adapter_dir, base_model_dir: the adapter and its 4-bit base.
+        prompt_format, system_message: how serving renders requests (the training data's).
+        params, metrics: logged on the run (nested dicts are flattened); `metrics` feeds the champion gate.
+        report_path: the evaluation report, logged as a run artifact.
+        tags: lineage tags for the run and the version.
+        run_id: the training run to resume, when it still exists.
+        log: one line per stage. log_base: as `spec.log_base`.
+    Returns:
+        the new version, its URIs and the gate's decision.
+    Raises:
+        ValueError: an alias MLflow reserves.
+        RuntimeError: the logged model failed to predict on its input example.
+        MlflowException: the registration failed or timed out.
+    """
+    check_alias(spec.alias)
+    registry_uri = registry_uri or tracking_uri
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+    experiment_id = ensure_experiment(client, experiment, artifact_location, tracking_uri)
+    lineage = {k: str(v) for k, v in tags.items()}
+    resume = existing_run_id(client, run_id)
+    if run_id and not resume:
+        log(f"run {run_id} not found; starting a new run")
+
+    with mlflow_uris(tracking_uri, registry_uri):
+        with mlflow.start_run(run_id=resume, experiment_id=None if resume else experiment_id) as run:
+            run_id = run.info.run_id
+            log_new_params(client, run_id, flatten_params(params), log)
+            mlflow.log_metrics(numeric_metrics(metrics))
+            mlflow.set_tags(lineage)
+            mlflow.log_artifact(str(report_path), artifact_path="evaluation")
+            hub_base = None if log_base else hub_base_config(lineage, Path(base_model_dir))
+            if not log_base and hub_base is None:
+                log(f"base {lineage.get('base_model_id')!r} is not a hub id; logging the 4-bit base with the model")
+            info, digest = log_adapter_model(Path(adapter_dir), Path(base_model_dir), prompt_format, hub_base,
+                                             system_message)
+            log(f"logged model {info.model_uri} in run {run_id}")
+        # A short digest to search by; the checksums themselves are the run artifact adapter_checksums.json.
+        version_tags = {**lineage, "adapter_digest": digest[:FINGERPRINT_LEN]}
+        # Waits until READY and raises on a failed or timed-out registration.
+        mv = mlflow.register_model(info.model_uri, spec.model_name,
+                                   await_registration_for=REGISTRATION_TIMEOUT_S, tags=version_tags)
+    client.set_registered_model_alias(spec.model_name, spec.alias, mv.version)
+    log(f"registered {spec.model_name} version {mv.version}, alias {spec.alias!r}")
+    gate = apply_gate(client, spec.model_name, mv.version, spec.primary_metric, numeric_metrics(metrics),
+                      spec.min_improvement, log=log)
+    return Registration(model_name=spec.model_name, version=int(mv.version), alias=spec.alias, run_id=run_id,
+                        tracking_uri=tracking_uri, gate_decision=gate.decision,
+                        **version_summary(client, spec.model_name, mv.version, spec.alias))
+
+
+@contextmanager
+def registry_lock(tracking_uri: str, timeout_s: float = 900.0) -> Iterator[None]:
+    """Held around registrations against a sqlite registry; a no-op for tracking servers."""
+    database = sqlite_path(tracking_uri)
+    if database is None:
+        yield
+        return
+    with file_lock(database.with_name(database.name + ".lock"), timeout_s):
+        yield
+
+
+def register_once(dedupe_tag: str = "registration_fingerprint", force: bool = False, **kwargs: Any) -> Registration:
+    """`register_adapter(**kwargs)` unless a version tagged `dedupe_tag` with this value exists (then that
+    version, with cache_hit True); the check and the registration happen under the registry lock.
+
+    Either way `model_uri` names the version that holds this adapter (models:/NAME/VERSION): a cache hit does
+    not move the alias, which may since point at another adapter's version (`alias_version` says which).
+
+    Args:
+        dedupe_tag: the tag (in `kwargs["tags"]`) that names what is registered.
+        force: register a new version even when one already holds this adapter (still under the lock).
+        kwargs: as for `register_adapter`.
+    Returns:
+        the version that holds the adapter.
+    Raises:
+        as `register_adapter`; TimeoutError when another registration holds the lock too long.
+    """
+    spec, value = kwargs["spec"], kwargs["tags"][dedupe_tag]
+    tracking_uri, registry_uri = kwargs["tracking_uri"], kwargs.get("registry_uri") or kwargs["tracking_uri"]
+    with registry_lock(tracking_uri):
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        existing = None if force else find_version_by_tag(client, spec.model_name, dedupe_tag, value)
+        if existing is None:
+            return register_adapter(**kwargs)
+        kwargs.get("log", print)(f"{spec.model_name} version {existing.version} already holds this adapter")
+        return Registration(model_name=spec.model_name, version=int(existing.version), alias=spec.alias,
+                            run_id=existing.run_id, tracking_uri=tracking_uri,
+                            gate_decision=existing.tags.get("gate_decision", ""), cache_hit=True,
+                            **version_summary(client, spec.model_name, existing.version, spec.alias))

@@ -1,0 +1,39 @@
+"""Training with its MLflow run: the run is opened (or resumed with the checkpoints) before the first step, and
+every logged loss goes to it. What the qlora_adapter asset runs; `python -m ops.train` trains without MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from ..model.device import DeviceInfo
+from ..registry.tracking import MlflowTarget, open_training_run, redact_uri
+from .callbacks import MlflowLossCallback
+from .spec import TrainResult, TrainSpec
+from .trainer import train_adapter
+
+
+def train_tracked(model_dir: Path, dataset_dir: Path, out_dir: Path, spec: TrainSpec, device: DeviceInfo, *,
+                  checkpoint_dir: Path, target: MlflowTarget, fingerprint: str, inputs: dict[str, str],
+                  dagster_run_id: str, log: Callable[[str], Any] = print,
+                  warn: Callable[[str], Any] = print) -> TrainResult:
+    """`train_adapter` with its loss logged to an MLflow run that survives a resume.
+
+    Args:
+        model_dir, dataset_dir, out_dir, spec, device, checkpoint_dir: as for `train_adapter`.
+        target: where the run goes.
+        fingerprint, inputs: the adapter's fingerprint and its inputs' (the run's lineage tags).
+        dagster_run_id: the Dagster run, tagged for lineage.
+        log: progress lines. warn: MLflow logging failures (training goes on without them).
+    Returns:
+        the training result with `mlflow_run_id` and the redacted `tracking_uri`.
+    Raises:
+        TrackingServerUnavailable, RunNotStarted: before any training (see `open_training_run`).
+        as `train_adapter` otherwise.
+    """
+    run_id = open_training_run(Path(checkpoint_dir) / "mlflow_run_id", target, fingerprint, inputs,
+                               {"adapter": spec.model_dump()}, dagster_run_id)
+    log(f"MLflow run {run_id} at {redact_uri(target.tracking_uri)}: per-step loss is logged there")
+    result = train_adapter(model_dir, dataset_dir, out_dir, spec, device, checkpoint_dir=checkpoint_dir,
+                           callbacks=[MlflowLossCallback(target.tracking_uri, run_id, warn)], log=log)
+    return result.model_copy(update={"mlflow_run_id": run_id, "tracking_uri": redact_uri(target.tracking_uri)})

@@ -1,0 +1,210 @@
+"""QLoRA training: LoRA adapters on a frozen 4-bit base, paged AdamW, the transformers Trainer.
+
+Runs inside the Dagster asset, or alone (also under `torchrun` for several processes):
+
+    python -m ops.train --model-dir M --dataset-dir D --out-dir O [--config train.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from ..data.tokens import MODEL_COLUMNS, pad_batch
+from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
+from ..model.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
+from ..model.loading import load_quantized_model, load_tokenizer
+from .callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
+from .spec import TrainResult, TrainSpec
+
+
+def build_lora_config(spec: TrainSpec) -> LoraConfig:
+    targets = "all-linear" if spec.target_modules == ["all-linear"] else spec.target_modules
+    return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
+                      bias="none", task_type="CAUSAL_LM")
+
+
+def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Path) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        max_steps=spec.max_steps,
+        per_device_train_batch_size=spec.batch_size,
+        gradient_accumulation_steps=spec.grad_accum,
+        learning_rate=spec.learning_rate,
+        warmup_steps=spec.warmup_steps,
+        lr_scheduler_type=spec.lr_scheduler,
+        max_grad_norm=spec.max_grad_norm,
+        weight_decay=spec.weight_decay,
+        optim=spec.optim,
+        logging_steps=spec.logging_steps,
+        save_steps=spec.save_steps,
+        save_total_limit=2,  # the newest checkpoint plus one in case the newest was cut off mid-write
+        seed=spec.seed,
+        use_cpu=device.type == "cpu",
+        # bf16 autocast, on the CPU too: prepare_model_for_kbit_training upcasts the unquantized parameters to
+        # fp32, so without autocast a "bf16" 4-bit model silently trains in fp32 (transformers 5 accepts bf16
+        # with use_cpu; accelerate runs torch.autocast("cpu", torch.bfloat16)).
+        bf16=device.compute_dtype == torch.bfloat16,
+        fp16=device.type == "cuda" and device.compute_dtype == torch.float16,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,  # progress goes to the run log through ProgressCallback instead
+        logging_nan_inf_filter=False,  # the default hides NaN losses from the logs, so nothing would stop on them
+        report_to=[],
+    )
+
+
+class StandardLayoutCallback(TrainerCallback):
+    """Before each step, undo any repacking an eval pass (evaluation, sample generation) did to the 4-bit layers.
+
+    On CPUs with AVX512-BF16 a repacked layer would send the training forward through bitsandbytes' inference
+    kernel; a no-op elsewhere, and cheap (one pass over the modules).
+    """
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            restore_standard_layout(model)
+
+
+def pad_collator(pad_id: int, counter: TokenCounter) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
+    """Right-pad each batch (ops.data.tokens.pad_batch) and count its real tokens for tokens/s."""
+
+    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+        counter.tokens += sum(len(r["input_ids"]) for r in rows)
+        return pad_batch(rows, pad_id)
+
+    return collate
+
+
+def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
+    """The newest checkpoint whose trainer state was fully written (the Trainer writes it last)."""
+    def step(p: Path) -> int:
+        return int(p.name.rsplit("-", 1)[-1])
+
+    for ckpt in sorted(Path(checkpoint_dir).glob("checkpoint-[0-9]*"), key=step, reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            return ckpt
+        except (OSError, ValueError):
+            continue  # interrupted while being written: never resume from it
+    return None
+
+
+def describe_optimizer(optimizer, requested: str, device: DeviceInfo) -> str:
+    """Say which optimizer behaviour really ran: bitsandbytes pages optimizer state on CUDA only."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    name = f"{type(inner).__module__.split('.')[0]}.{type(inner).__name__}"
+    if getattr(inner, "is_paged", False):
+        if device.type == "cuda":
+            return f"{requested}: {name} with paged optimizer state (unified memory, pages to CPU under pressure)"
+        return f"{requested}: {name}, paging unsupported on CPU, fell back to non-paged optimizer state"
+    return f"{requested}: {name} (not paged)"
+
+
+def train_adapter(
+    model_dir: Path,
+    dataset_dir: Path,
+    out_dir: Path,
+    spec: TrainSpec,
+    device: DeviceInfo,
+    checkpoint_dir: Path | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train LoRA adapters on the 4-bit base in `model_dir`; save them to `out_dir/adapter`.
+
+    Args:
+        model_dir: a quantized_base_model artifact's `model/` folder.
+        dataset_dir: a training_dataset artifact folder.
+        out_dir: where `adapter/` and `train_summary.json` go.
+        spec: LoRA and training settings.
+        device: where to train, and in which compute dtype.
+        checkpoint_dir: resumable checkpoints (default `out_dir/checkpoints`); training resumes from the latest.
+        callbacks: extra transformers callbacks (the MLflow loss logger).
+        log: progress lines.
+    Returns:
+        counts, steps, losses in nats, tokens per second, peak memory in bytes, wall seconds.
+    Raises:
+        NonFiniteLossError: the loss became NaN or infinite.
+        PackedKernelError: a 4-bit kernel failure, named with the layer and the CPU.
+    """
+    from ..data.preparation import load_prepared
+
+    started = time.time()
+    reset_peak_memory(device.type)
+    checkpoint_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
+    data = load_prepared(Path(dataset_dir))["train"].select_columns(list(MODEL_COLUMNS))
+    tokenizer = load_tokenizer(model_dir)
+    model = load_quantized_model(model_dir, device, log)
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=spec.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # the reentrant variant warns and breaks with frozen inputs
+    )
+    torch.manual_seed(spec.seed)
+    model = get_peft_model(model, build_lora_config(spec))
+    trainable, total = model.get_nb_trainable_parameters()
+    log(f"LoRA r={spec.r} alpha={spec.alpha} on {spec.target_modules}: {trainable:,} trainable of {total:,} "
+        f"parameters ({100 * trainable / total:.2f}%); {len(data)} training rows; device {device.type}")
+
+    counter = TokenCounter()
+    progress = ProgressCallback(log, counter)
+    trainer = Trainer(
+        model=model, args=build_training_args(spec, device, checkpoint_dir), train_dataset=data,
+        data_collator=pad_collator(tokenizer.pad_token_id, counter),
+        callbacks=[progress, NonFiniteLossGuard(), StandardLayoutCallback(), *callbacks],
+    )
+    resume = latest_checkpoint(checkpoint_dir)
+    if resume is not None:
+        log(f"resuming from {resume.name} (step {resume.name.rsplit('-', 1)[-1]} of {spec.max_steps})")
+    with named_kernel_errors("train", model):
+        result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+
+    adapter_dir = Path(out_dir) / "adapter"
+    model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    summary = TrainResult(
+        trainable_params=trainable,
+        total_params=total,
+        trainable_share=trainable / total,
+        steps=trainer.state.global_step,
+        resumed_from_step=int(resume.name.rsplit("-", 1)[-1]) if resume else 0,
+        final_loss=progress.history[-1][1] if progress.history else float(result.training_loss),
+        mean_train_loss=float(result.training_loss),
+        loss_history=progress.history,
+        tokens_per_second=progress.tokens_per_second(),
+        train_tokens=counter.tokens,
+        peak_memory_bytes=peak_memory_bytes(device.type),
+        optimizer=describe_optimizer(trainer.optimizer, spec.optim, device),
+        device=device.type,
+        compute_dtype=device.dtype_name,
+        compute_dtype_reason=device.dtype_reason,
+        wall_seconds=time.time() - started,
+    )
+    (Path(out_dir) / "train_summary.json").write_text(summary.model_dump_json(indent=2))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train QLoRA adapters on a saved 4-bit base model.")
+    parser.add_argument("--model-dir", type=Path, required=True, help="a quantized_base_model artifact's model/ folder")
+    parser.add_argument("--dataset-dir", type=Path, required=True, help="a training_dataset artifact folder")
+    parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--config", type=Path, help="YAML or JSON with TrainSpec fields")
+    parser.add_argument("--require-gpu", action="store_true")
+    args = parser.parse_args(argv)
+    fields = {}
+    if args.config:
+        import yaml
+
+        fields = yaml.safe_load(args.config.read_text()) or {}
+    summary = train_adapter(args.model_dir, args.dataset_dir, args.out_dir, TrainSpec(**fields),
+                            resolve_device(args.require_gpu))
+    print(summary.model_dump_json(indent=2, exclude={"loss_history"}))
+

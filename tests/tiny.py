@@ -1,0 +1,27 @@
+"""The tiny test model, defined once: its architecture, and its real NF4 quantization with fp32 compute.
+
+intermediate_size 120 is a multiple of neither 32 nor 64, as real MLP widths often are not (the embedded
+default's 688, Qwen2's 352): gate/up (out 120) and down (in 120) are shapes bitsandbytes' packed CPU kernel
+cannot take. Importing this module imports no torch; `quantize_fp32` does when called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TINY_ARCH = dict(hidden_size=64, intermediate_size=120, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2)
+
+
+def quantize_fp32(base_dir: Path, out_dir: Path):
+    """Quantize `base_dir` to NF4 with double quantization and fp32 compute (the same numbers on every CPU kind),
+    save it with its tokenizer to `out_dir`, and return the loaded 4-bit model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), quantization_config=bnb, device_map="cpu",
+                                                 dtype=torch.float32)
+    model.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(out_dir)
+    return model
