@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from ..data.tokens import MODEL_COLUMNS, pad_batch
 from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
@@ -160,6 +160,8 @@ def train_adapter(
         data_collator=pad_collator(tokenizer.pad_token_id, counter),
         callbacks=[progress, NonFiniteLossGuard(), StandardLayoutCallback(), *callbacks],
     )
+    # With tqdm off the Trainer prints every log dict to stdout; ProgressCallback already logs each step's line.
+    trainer.remove_callback(PrinterCallback)
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
         log(f"resuming from {resume.name} (step {resume.name.rsplit('-', 1)[-1]} of {spec.max_steps})")
