@@ -46,7 +46,7 @@ def _result(asset: dg.AssetKey, name: str, outcome: CheckOutcome,
 def training_dataset_checks(config: DataChecksConfig, training_dataset: ArtifactRef):
     """Blocking data checks: a failure stops the run before the adapter is trained."""
     splits, summary = load_prepared(Path(training_dataset.path)), read_result(training_dataset, DatasetSummary)
-    yield _result(DATASET, "no_empty_text", data_checks.no_empty_text(splits))
+    yield _result(DATASET, "no_empty_text", data_checks.no_empty_text(splits, summary.format))
     yield _result(DATASET, "truncation_bounded", data_checks.truncation_within(summary, config.max_truncated_share))
     yield _result(DATASET, "splits_disjoint", data_checks.splits_disjoint(splits))
     yield _result(DATASET, "enough_rows", data_checks.enough_rows(splits, config.min_train_rows, config.min_eval_rows))

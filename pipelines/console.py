@@ -81,9 +81,14 @@ def first_line_without_class(cls_name: str, message: str) -> str:
     return " ".join(text.split("\n")[0].split()) if text else "(no message)"
 
 
+# Dagster's wrappers around the user's exception: step errors, and a RetryPolicy's "Exceeded max_retries" (whose
+# cause is the error of the last try).
+WRAPPERS = ("Dagster", "RetryRequested")
+
+
 def _user_error(error):
-    """The user's exception under Dagster's wrappers (DagsterExecutionStepExecutionError and friends)."""
-    while error.cause is not None and error.cls_name.startswith("Dagster"):
+    """The user's exception under Dagster's wrappers (DagsterExecutionStepExecutionError, retry exhaustion)."""
+    while error.cause is not None and error.cls_name.startswith(WRAPPERS):
         error = error.cause
     return error
 

@@ -9,6 +9,7 @@ naming the registry version that holds this run's adapter (also after a registra
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -24,15 +25,19 @@ QUIET_LIBRARIES = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY"
                    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
 
 
+class ConfigFileError(ValueError):
+    """A run config file that cannot be read; exit status 2, like every other config error."""
+
+
 def load_run_config(path: Path) -> dict:
     if not path.is_file():
-        raise SystemExit(f"error: config file {path} does not exist")
+        raise ConfigFileError(f"error: config file {path} does not exist")
     try:
         config = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise SystemExit(f"error: {path} is not valid YAML: {err}")
+        raise ConfigFileError(f"error: {path} is not valid YAML: {' '.join(str(err).split())}")
     if not isinstance(config, dict):
-        raise SystemExit(f"error: {path} must hold a mapping with 'ops' and/or 'resources', got {type(config).__name__}")
+        raise ConfigFileError(f"error: {path} must hold a mapping with 'ops' and/or 'resources', got {type(config).__name__}")
     return config
 
 
@@ -55,6 +60,23 @@ def check_run_config(config: dict) -> list[str]:
             for e in err.errors():
                 where = ".".join(str(p) for p in e["loc"])
                 problems.append(f"ops.{asset}.config.{where}: {e['msg'].removeprefix('Value error, ')}")
+    return problems + check_resources(config.get("resources") or {})
+
+
+def check_resources(resources: dict) -> list[str]:
+    """Unknown resources and unknown resource keys, named the way step problems are (Dagster's own message is a
+    schema dump)."""
+    from pipelines.definitions import RESOURCES
+
+    problems = []
+    for name, section in resources.items():
+        resource = RESOURCES.get(name)
+        if resource is None:
+            problems.append(f"resources.{name}: unknown resource; the resources are {', '.join(sorted(RESOURCES))}")
+            continue
+        valid = set(type(resource).model_fields)
+        for key in sorted(set((section or {}).get("config") or {}) - valid):
+            problems.append(f"resources.{name}.config.{key}: unknown key; valid keys: {', '.join(sorted(valid))}")
     return problems
 
 
@@ -85,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         for key, value in QUIET_LIBRARIES.items():
             os.environ.setdefault(key, value)
-    run_config = load_run_config(args.config)
+    try:
+        run_config = load_run_config(args.config)
+    except ConfigFileError as err:
+        print(err, file=sys.stderr)
+        return 2
     problems = check_run_config(run_config)
     if problems:
         print(f"error: invalid config in {args.config}:\n  " + "\n  ".join(problems), file=sys.stderr)
@@ -106,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         warnings.filterwarnings("ignore", category=dg.BetaWarning)
         warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)  # libraries' deprecation notices, not the user's
+        # the run metadata says which optimizer behaviour ran (ops/train/trainer.py describe_optimizer)
+        warnings.filterwarnings("ignore", message="Paged optimizers are not supported on CPU")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # the registration step logs what it registered
     job = defs.resolve_job_def(args.job).with_logger_defs({"console": console_logger(log_file, args.verbose)})
     instance = get_instance()
     reap_dead_runs(instance)

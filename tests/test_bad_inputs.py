@@ -112,6 +112,9 @@ CASES = [
          "  ops.qlora_adapter.config.lora_rank: unknown key; valid keys: alpha, batch_size, dropout, force, "
          "grad_accum, gradient_checkpointing, learning_rate, logging_steps, lr_scheduler, max_grad_norm, max_steps, "
          "optim, r, save_steps, seed, target_modules, warmup_steps, weight_decay"),
+    Case("a misspelled resource key", {}, {"resources": {"mlflow": {"config": {"tracking_url": "http://x"}}}},
+         "  resources.mlflow.config.tracking_url: unknown key; valid keys: artifact_location, experiment, "
+         "registry_uri, tracking_uri"),
     Case("a model folder without config.json", {}, {},
          "error: steps quantized_base_model, training_dataset failed: BaseModelError: base model directory {folder}/models/m has no "
          "config.json: not a transformers model folder",
@@ -131,7 +134,7 @@ CASES = [
           "ops": {**data("data/x.jsonl", max_seq_len=256)["ops"],
                   "training_dataset_checks": {"config": {"min_train_rows": 8}}}},
          "error: step qlora_adapter failed: TrackingServerUnavailable: MLflow tracking server http://127.0.0.1:9 does "
-         "not answer ([Errno 111] Connection refused); start it, or point the mlflow resource's tracking_uri (or "
+         "not answer (ConnectionRefusedError); start it, or point the mlflow resource's tracking_uri (or "
          "MLFLOW_TRACKING_URI) at one that runs"),
 ]
 

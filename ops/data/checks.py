@@ -15,11 +15,16 @@ def _pairs(split: datasets.Dataset) -> list[tuple[str, str]]:
     return list(zip(split["prompt"], split["completion"]))
 
 
-def no_empty_text(splits: datasets.DatasetDict) -> CheckOutcome:
-    """Every example has a non-blank prompt and a non-blank response (else it teaches nothing or only a stop)."""
-    empty = {name: sum(1 for p, c in _pairs(split) if not p.strip() or not c.strip()) for name, split in splits.items()}
+def no_empty_text(splits: datasets.DatasetDict, fmt: str = "") -> CheckOutcome:
+    """Every example has a non-blank prompt and a non-blank response (else it teaches nothing or only a stop).
+
+    The `text` format has no prompt by design (the whole text is the response), so only its response counts."""
+    needs_prompt = fmt != "text"
+    empty = {name: sum(1 for p, c in _pairs(split) if (needs_prompt and not p.strip()) or not c.strip())
+             for name, split in splits.items()}
     total = sum(empty.values())
-    return CheckOutcome(total == 0, f"{total} examples with an empty prompt or response",
+    what = "an empty prompt or response" if needs_prompt else "an empty text"
+    return CheckOutcome(total == 0, f"{total} examples with {what}",
                         {f"empty_{name}": n for name, n in empty.items()})
 
 

@@ -23,6 +23,8 @@ class GateSpec(BaseModel):
     def _gate(self):
         if not self.model_name.strip():
             raise ValueError("model_name must not be empty")
+        if "/" in self.model_name or ":" in self.model_name:  # MLflow refuses both (they delimit model URIs)
+            raise ValueError(f"model_name must not contain '/' or ':', got {self.model_name!r}")
         if self.primary_metric not in GATE_METRICS:
             raise ValueError(f"primary_metric must be one of {', '.join(GATE_METRICS)}, got {self.primary_metric!r}")
         if self.min_improvement < 0:

@@ -89,3 +89,16 @@ def test_a_blocking_check_says_why_it_stopped_the_run(tiny_base_dir, tmp_path, q
     assert done.returncode == 1
     assert error_lines(done.stderr) == [
         "error: blocking check enough_rows on training_dataset failed: 72 train / 8 eval rows (need at least 100000 / 4)"]
+
+
+def test_a_step_that_exhausted_its_retries_names_the_last_error():
+    from dagster._utils.error import SerializableErrorInfo
+
+    from pipelines.console import _user_error
+
+    cause = SerializableErrorInfo("ops.registry.tracking.TrackingServerUnavailable: server x does not answer\n", [],
+                                  "TrackingServerUnavailable")
+    retried = SerializableErrorInfo("dagster._core.definitions.events.RetryRequestedFromPolicy: Exceeded max_retries of 3\n",
+                                    [], "RetryRequestedFromPolicy", cause)
+    wrapped = SerializableErrorInfo("Error occurred while executing op", [], "DagsterExecutionStepExecutionError", retried)
+    assert _user_error(wrapped) is cause

@@ -17,6 +17,10 @@ def test_data_rules():
     clean = splits([("q1", "a1"), ("q2", "a2")], [("q3", "a3")])
     assert checks.no_empty_text(clean).passed and checks.splits_disjoint(clean).passed
     assert not checks.no_empty_text(splits([("q1", " ")], [("q3", "a3")])).passed
+    text_rows = splits([("", "some text"), ("", "more text")], [("", "held-out text")])
+    assert not checks.no_empty_text(text_rows).passed  # an empty prompt in a prompted format teaches nothing
+    assert checks.no_empty_text(text_rows, "text").passed  # the text format has no prompt by design
+    assert not checks.no_empty_text(splits([("", " ")], [("", "t")]), "text").passed
     leaky = checks.splits_disjoint(splits([("q1", "a1"), ("q3", "a3")], [("q3", "a3")]))
     assert not leaky.passed and leaky.metadata["overlapping_examples"] == 1
     assert checks.enough_rows(clean, 2, 1).passed and not checks.enough_rows(clean, 3, 1).passed
