@@ -22,10 +22,8 @@ from ..data.tokens import IGNORE_INDEX, MODEL_COLUMNS, pad_batch
 from ..model.device import DeviceInfo
 from ..model.generation import generate
 from ..model.loading import load_adapter_model, load_tokenizer
-from .report import METRICS, EvaluationReport, ModelScores
+from .report import METRICS, METRICS_DIR, EvaluationReport, ModelScores
 from .spec import EvalSpec
-
-METRICS_DIR = Path(__file__).resolve().parent / "metrics"  # loaded by path through `evaluate`, never imported
 
 
 def load_eval_split(dataset_dir: str | Path) -> datasets.Dataset:
