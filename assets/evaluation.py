@@ -6,8 +6,8 @@ from assets.common import StepConfig, md_table, step_output
 from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.store import ArtifactRef, materialize
-from ops.evaluation.evaluator import METRICS_DIR, evaluate_adapter
-from ops.evaluation.report import EvaluationReport, report_table_md, write_report
+from ops.evaluation.evaluator import evaluate_adapter
+from ops.evaluation.report import METRICS_DIR, EvaluationReport, report_table_md, write_report
 from ops.evaluation.spec import EvalSpec
 from resources import ArtifactStoreResource, GPUResource
 

@@ -215,12 +215,14 @@ def parse(command: Command) -> None:
         raise AssertionError(f"no parser for {program}")
 
 
+@pytest.mark.slow  # starts a subprocess
 @pytest.mark.parametrize("command", COMMANDS, ids=[f"line{c.line}" for c in COMMANDS])
 def test_readme_command_parses(command, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)  # click checks that paths such as configs/demo.yaml exist
     parse(command)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_the_old_dagster_invocation_does_not_parse():
     """The command the README used to show: the installed Dagster has no `-w` on `job execute`."""
     import click
@@ -262,6 +264,7 @@ def project_env(**extra: str) -> dict:
     return {**env, "PATH": f"{BIN}:{env.get('PATH', '')}", "PYTHONPATH": str(REPO_ROOT), **extra}
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_make_clean_removes_the_data_home(tmp_path):
     (command,) = [c for c in COMMANDS if c.normal == "make clean"][:1]
     home = tmp_path / "home"
@@ -270,6 +273,7 @@ def test_make_clean_removes_the_data_home(tmp_path):
     assert proc.returncode == 0 and not home.exists(), proc.stderr
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_dagster_instance_concurrency_set_runs(tmp_path):
     (command,) = [c for c in COMMANDS if c.normal.startswith("dagster instance concurrency set")][:1]
     home = tmp_path / "dagster-home"

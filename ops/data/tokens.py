@@ -6,9 +6,10 @@ sequences it never saw; keeping them in one place is what makes them agree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 IGNORE_INDEX = -100  # the label torch's cross-entropy (and so transformers' causal LM loss) skips
 MODEL_COLUMNS = ("input_ids", "attention_mask", "labels")
@@ -23,6 +24,8 @@ def with_bos(tokenizer: Any, ids: list[int]) -> list[int]:
 
 def pad_batch(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad rows of input_ids/labels to one length: pad token, IGNORE_INDEX labels, attention mask 0."""
+    import torch  # here, not at the top: data preparation uses this module's conventions without torch
+
     width = max(len(r["input_ids"]) for r in rows)
 
     def pad(row: list[int], value: int) -> list[int]:

@@ -23,10 +23,8 @@ from ..model.cpu_kernels import named_kernel_errors
 from ..model.device import DeviceInfo
 from ..model.generation import generate
 from ..model.loading import load_adapter_model, load_tokenizer
-from .report import METRICS, EvaluationReport, ModelScores
+from .report import METRICS, METRICS_DIR, EvaluationReport, ModelScores
 from .spec import EvalSpec
-
-METRICS_DIR = Path(__file__).resolve().parent / "metrics"  # loaded by path through `evaluate`, never imported
 
 
 def load_eval_split(dataset_dir: str | Path) -> datasets.Dataset:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..core.store import StepSummary
 
+METRICS_DIR = Path(__file__).resolve().parent / "metrics"  # the metric modules, loaded by path through `evaluate`
 # Metrics whose name ends like these are better when lower; every other metric (exact_match, rouge_l) when higher.
 LOWER_IS_BETTER = ("loss", "perplexity")
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from ..core.code_version import code_version
 from ..core.paths import BUNDLED_DATASET
@@ -70,6 +69,9 @@ def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
 
 def build_embedded_base(out_dir: Path, arch: dict | None = None, seed: int = 0, data: Path = BUNDLED_DATASET) -> Path:
     """Write a tokenizer and a seeded random Llama (safetensors) to `out_dir`; return it."""
+    import torch  # here, not at the top: the tokenizer and the embedded id are wanted without torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     arch = {**DEFAULT_ARCH, **(arch or {})}
     out_dir = Path(out_dir)
     tokenizer = build_tokenizer(corpus(data), arch["vocab_size"])

@@ -6,9 +6,6 @@ added and a template of the family's shape: where bos goes, which token closes a
 
 from __future__ import annotations
 
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
 from ops.core.paths import BUNDLED_DATASET
 from ops.data.tokens import IGNORE_INDEX, pad_batch, with_bos
 from ops.model.embedded import build_tokenizer, corpus
@@ -79,8 +76,12 @@ def red_conversations(turns: int = 1) -> list[list[dict[str, str]]]:
     return [[m for k in range(turns) for m in turn(i + 7 * k)] for i in range(len(NOUNS))]
 
 
-def tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
-    """A seeded random 2-layer, 64-wide Llama sized to `tokenizer`."""
+def tiny_model(tokenizer, seed: int = 0):
+    """A seeded random 2-layer, 64-wide Llama sized to `tokenizer` (torch is imported here: the tokenizer
+    tests need none)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(**TINY_ARCH, max_position_embeddings=256, vocab_size=len(tokenizer), tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
@@ -90,6 +91,8 @@ def tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
 
 def train(model, rows: list[dict[str, list[int]]], pad_id: int, steps: int = 40, lr: float = 1e-2) -> float:
     """Full fine-tuning on `rows` (input_ids, labels), all rows each step; return the last loss."""
+    import torch
+
     batch = pad_batch(rows, pad_id)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()

@@ -18,7 +18,7 @@ from ops.core.code_version import (
     project_imports,
 )
 from ops.core.paths import REPO_ROOT
-from ops.evaluation.evaluator import METRICS_DIR
+from ops.evaluation.report import METRICS_DIR
 from ops.model.embedded import builder_version
 
 # A package with every kind of import the project uses: relative (one and two dots), `from . import module`,

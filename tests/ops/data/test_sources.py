@@ -201,6 +201,7 @@ def test_source_identity_of_a_hub_id():
     assert source_identity(DataSpec(source="tatsu-lab/alpaca", hub_revision="abc123"))["revision"] == "abc123"
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_unreachable_hub_id_is_a_data_error():
     # offline mode makes the real load_dataset call fail at once instead of retrying DNS for ~25 s
     code = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import evaluate
 import pytest
 
-from ops.evaluation.evaluator import METRICS_DIR
+from ops.evaluation.report import METRICS_DIR
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,7 @@ print(json.dumps({"linear": linear, "peft": "peft" in sys.modules, "bnb": "bitsa
 """
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_plain_transformers_loads_it_without_peft_or_bitsandbytes(exported, tmp_path):
     proc = subprocess.run([sys.executable, "-c", LOAD, exported.out_dir], capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)

@@ -149,6 +149,7 @@ def test_missing_registry_is_an_error_not_a_new_database(cli, tmp_path, monkeypa
     assert main(["models"]) == 1 and not (tmp_path / "empty" / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_unreachable_server_fails_fast_in_one_line(tmp_path):
     """The console script's module in a fresh process, as a user runs it: no traceback, seconds not minutes.
     (`python -m`, not the `qlora` script: an installed script may come from another checkout.)"""

@@ -156,6 +156,7 @@ print(json.dumps({"out": out, "code": sys.modules[type(inner).__module__].__file
 """
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_alias_loads_and_predicts_in_a_fresh_process(registry, tmp_path):
     """Only the venv: no PYTHONPATH, cwd outside the repo; the code comes from the model's own package."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_REGISTRY_URI")}

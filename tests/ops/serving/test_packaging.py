@@ -99,6 +99,7 @@ def assert_runs_its_own_code(result: dict, model_dir: Path) -> None:
     assert len(result["out"]) == 1 and isinstance(result["out"][0], str)
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_loads_beside_a_host_application_with_its_own_ops_package(model_dir, tmp_path):
     host = tmp_path / "host"
     (host / "ops").mkdir(parents=True)
@@ -109,6 +110,7 @@ def test_loads_beside_a_host_application_with_its_own_ops_package(model_dir, tmp
     assert Path(result["ops_file"]).resolve() == (host / "ops" / "__init__.py").resolve()
 
 
+@pytest.mark.slow  # starts a subprocess
 def test_runs_its_logged_code_not_an_importable_project_copy(model_dir, tmp_path):
     """The project's `ops` imported first (as `qlora generate` does), with generation broken: the model must
     still generate with the code it was logged with."""

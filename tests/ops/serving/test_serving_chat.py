@@ -40,7 +40,7 @@ def chat_model(tiny_quantized, cpu, tmp_path_factory) -> dict:
     report = evaluate_adapter(model_dir, root / "adapter" / "adapter", root / "data",
                               EvalSpec(num_generation_examples=HELD_OUT, num_samples_shown=HELD_OUT, **GENERATION), cpu,
                               log=lambda _: None)
-    (root / "report.json").write_text(json.dumps(report))
+    (root / "report.json").write_text(report.model_dump_json())
     uri = f"sqlite:///{root / 'mlflow.db'}"
     info = register_adapter(tracking_uri=uri, registry_uri=None, artifact_location=str(root / "artifacts"),
                             experiment="chat", spec=RegistrySpec(model_name="tiny-chat"),
