@@ -96,7 +96,7 @@ def measure(dtype: torch.dtype, base: Path, data: Path, work: Path, steps: int) 
         "dtype": name,
         "step_s": statistics.median(timer.wall[WARMUP_STEPS:]),
         "step_cpu_s": statistics.median(timer.cpu[WARMUP_STEPS:]),
-        "train_tokens_s": summary["tokens_per_second"],
+        "train_tokens_s": summary.tokens_per_second,
         "gen_b16": generation_tokens_per_second(model, tokenizer, batch=16, new_tokens=32),
         "gen_b1": generation_tokens_per_second(model, tokenizer, batch=1, new_tokens=32),
     }

@@ -64,7 +64,7 @@ def connect(uri: str) -> MlflowClient:
         raise LookupFailed(f"no registry at {uri} (set MLFLOW_TRACKING_URI or QLORA_HOME)")
     problem = server_problem(uri, timeout_s=float(os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"]))
     if problem is not None:
-        raise LookupFailed(f"tracking server {redact_uri(uri)} does not answer ({problem})")
+        raise LookupFailed(f"tracking server {redact_uri(uri)} does not answer ({type(problem).__name__})")
     return MlflowClient(tracking_uri=uri)
 
 

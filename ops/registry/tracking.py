@@ -138,8 +138,8 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
 
-def server_problem(tracking_uri: str, timeout_s: float = 10.0) -> Optional[str]:
-    """Why an HTTP tracking server does not answer its health check (the exception's class), or None when it
+def server_problem(tracking_uri: str, timeout_s: float = 10.0) -> Optional[BaseException]:
+    """Why an HTTP tracking server does not answer its health check (the connection error), or None when it
     answers or the URI is no HTTP server (embedded stores need none)."""
     if not tracking_uri.startswith(("http://", "https://")):
         return None
@@ -153,7 +153,7 @@ def server_problem(tracking_uri: str, timeout_s: float = 10.0) -> Optional[str]:
         return None  # it answered; auth or routing problems surface from MLflow with their own message
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        return type(reason).__name__ if isinstance(reason, BaseException) else str(reason)
+        return reason if isinstance(reason, BaseException) else err
     return None
 
 

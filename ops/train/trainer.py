@@ -194,7 +194,8 @@ def train_adapter(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train QLoRA adapters on a saved 4-bit base model.")
+    parser = argparse.ArgumentParser(prog="python -m ops.train",
+                                     description="Train QLoRA adapters on a saved 4-bit base model.")
     parser.add_argument("--model-dir", type=Path, required=True, help="a quantized_base_model artifact's model/ folder")
     parser.add_argument("--dataset-dir", type=Path, required=True, help="a training_dataset artifact folder")
     parser.add_argument("--out-dir", type=Path, required=True)

@@ -51,12 +51,12 @@ def chat_model(tiny_quantized, cpu, tmp_path_factory) -> dict:
 
 
 def test_chat_model_answers_held_out_rows_as_the_evaluation_did(chat_model):
-    assert chat_model["stats"]["system_message"] == SYSTEM
+    assert chat_model["stats"].system_message == SYSTEM
     requests, answers = held_out_requests(chat_model["report"], chat_model["rows"], "chat", chat_model["tokenizer"],
                                           ("messages",))
     assert len(set(answers)) > 1, answers  # answers that depend on the question, or equality would prove nothing
     with mlflow_uris(chat_model["uri"], chat_model["uri"]):
-        model = mlflow.pyfunc.load_model(chat_model["info"]["model_uri"])
+        model = mlflow.pyfunc.load_model(chat_model["info"].model_uri)
     assert model.unwrap_python_model().system_message == SYSTEM
     # The user turn alone: the model adds the system message every training row had.
     prompts = [{"prompt": r["messages"][1]["content"]} for r in requests]
