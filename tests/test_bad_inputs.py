@@ -134,7 +134,7 @@ CASES = [
           "ops": {**data("data/x.jsonl", max_seq_len=256)["ops"],
                   "training_dataset_checks": {"config": {"min_train_rows": 8}}}},
          "error: step qlora_adapter failed: TrackingServerUnavailable: MLflow tracking server http://127.0.0.1:9 does "
-         "not answer (ConnectionRefusedError); start it, or point the mlflow resource's tracking_uri (or "
+         "not answer ([Errno 111] Connection refused); start it, or point the mlflow resource's tracking_uri (or "
          "MLFLOW_TRACKING_URI) at one that runs"),
 ]
 
