@@ -26,14 +26,14 @@ def test_the_pipeline_registers_a_model_that_loads_and_answers(arch, tokenizer, 
     config_cls, model_cls, fields, *_ = ARCHITECTURES[arch]
     base = build_base(tmp_path / "base", tokenizer, config_cls, model_cls, fields)
     config = {
-        "resources": {"base_model": {"config": {"model_id": str(base)}}},
+        "resources": {"base_model": {"config": {"model_id": str(base)}},
+                      "registered_model": {"config": {"model_name": f"tiny-{arch}"}}},
         "ops": {
             "training_dataset": {"config": {"max_rows": 120, "max_seq_len": 64}},
             "training_dataset_checks": {"config": {"min_train_rows": 8}},
             "qlora_adapter": {"config": {"max_steps": 20, "batch_size": 8, "learning_rate": 5e-3, "warmup_steps": 2,
                                          "save_steps": 20, "logging_steps": 10}},
             "adapter_evaluation": {"config": {"num_generation_examples": 4, "max_new_tokens": 4}},
-            "registered_adapter": {"config": {"model_name": f"tiny-{arch}"}},
         },
     }
     path = tmp_path / "run.yaml"
