@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -66,14 +65,6 @@ def console_logger(log_file: Path, verbose: bool = False) -> dg.LoggerDefinition
     return dg.LoggerDefinition(build, description="Steps' lines on the terminal; every event in the run log file.")
 
 
-@dataclass(frozen=True)
-class Failure:
-    """One reason a run failed, as the one line the runner prints for it."""
-
-    step: str
-    line: str
-
-
 def first_line_without_class(cls_name: str, message: str) -> str:
     """`ops.data.sources.DataError: x` -> `x`: Python's formatted exception repeats the (qualified) class name."""
     text = message.strip()
@@ -93,7 +84,7 @@ def _user_error(error):
     return error
 
 
-def failed_checks(events) -> list[Failure]:
+def failed_checks(events) -> list[str]:
     """Checks of ERROR severity that did not pass, with the reason the check gave."""
     found = []
     for event in events:
@@ -104,12 +95,11 @@ def failed_checks(events) -> list[Failure]:
             continue
         asset = evaluation.asset_key.to_user_string()
         why = " ".join((evaluation.description or "did not pass").split())
-        found.append(Failure(event.step_key or asset,
-                             f"error: blocking check {evaluation.check_name} on {asset} failed: {why}"))
+        found.append(f"error: blocking check {evaluation.check_name} on {asset} failed: {why}")
     return found
 
 
-def failures(events) -> list[Failure]:
+def failures(events) -> list[str]:
     """Every failed step of a run, in order, one line per cause: steps that failed with the same error share a
     line; a step stopped by blocking checks is replaced by the checks, each with its reason."""
     checks = failed_checks(events)
@@ -122,6 +112,6 @@ def failures(events) -> list[Failure]:
             continue  # the checks below say why, each in its own words
         message = first_line_without_class(error.cls_name, error.message)
         causes.setdefault((error.cls_name, message), []).append(event.step_key)
-    found = [Failure(steps[0], f"error: step{'s' if len(steps) > 1 else ''} {', '.join(steps)} failed: {cls}: {message}")
+    found = [f"error: step{'s' if len(steps) > 1 else ''} {', '.join(steps)} failed: {cls}: {message}"
              for (cls, message), steps in causes.items()]
     return found + checks

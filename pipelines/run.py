@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     if not result.success:
-        lines = [f.line for f in failures(result.all_events)] or ["error: the run failed (see the run log)"]
+        lines = failures(result.all_events) or ["error: the run failed (see the run log)"]
         print("\n".join(lines), file=sys.stderr)
         return 1
 
