@@ -64,7 +64,12 @@ def close_turn(completion: str, tokenizer: Any) -> str:
     Templates write a newline after the closing token (ChatML, Gemma, some `</s>\\n` ones); training on it would
     teach a token after the stop and, with eos appended, a second stop. Other completions come back unchanged.
     """
-    end = end_of_turn_token(tokenizer)
+    return cut_after_end(completion, end_of_turn_token(tokenizer))
+
+
+def cut_after_end(completion: str, end: str | None) -> str:
+    """`completion` cut right after its last `end` token when only whitespace follows it; unchanged otherwise or
+    when `end` is None (close_turn with the end-of-turn token already read)."""
     if end is None:
         return completion
     head, found, tail = completion.rpartition(end)

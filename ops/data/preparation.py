@@ -1,7 +1,8 @@
 """Turn raw examples into a tokenized train/eval dataset with the prompt masked out of the loss.
 
-Steps: load, pick and check the format, render (prompt, completion), drop exact duplicates of what the model
-sees, tokenize each part, mask, truncate, split by seed, save. The returned stats become the asset's metadata.
+Steps: load, pick and check the format, render each row into target and non-target segments (a chat row's
+assistant turns, or the completion), drop exact duplicates of what the model sees, tokenize segment by segment,
+mask, truncate, split by seed, save. The returned stats become the asset's metadata.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any, Callable
 import datasets
 
 from .chat_template import stop_token_ids
-from .prompt_formats import common_system_message, render_example
+from .conversation import HistoryRewritten, Segment, TrainOnTurns
+from .prompt_formats import Rendered, common_system_message, render_training
 from .sources import DataError, detect_format, load_rows, unused_columns, validate_rows
 from .spec import DatasetSummary, DataSpec
 from .tokens import IGNORE_INDEX, with_bos
@@ -30,13 +32,13 @@ FEATURES = datasets.Features({
 })
 
 
-def dedupe(pairs: list[tuple[str, str]]) -> list[int]:
-    """Indices of the first occurrence of each distinct (prompt, completion).
+def dedupe(pairs: list[Rendered]) -> list[int]:
+    """Indices of the first occurrence of each distinct rendered row (its segments, prompt and completion).
 
     Rows are compared on what the model sees, so columns the format does not read (a CSV's saved index, ids)
     cannot make two copies of one example look different and leak it into both splits.
     """
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple] = set()
     kept = []
     for i, pair in enumerate(pairs):
         if pair not in seen:
@@ -56,8 +58,10 @@ def near_duplicates_across(train_prompts: list[str], eval_prompts: list[str]) ->
     return sum(normalized(p) in seen for p in eval_prompts)
 
 
-def render_rows(rows: list[dict], row_numbers: list[int], fmt: str, tokenizer: Any) -> list[tuple[str, str]]:
-    """(prompt, completion) text per row; a row the tokenizer cannot render is named by its row number."""
+def render_rows(rows: list[dict], row_numbers: list[int], fmt: str, tokenizer: Any,
+                turns: TrainOnTurns = "all") -> list[Rendered]:
+    """Each row rendered for training (ops.data.prompt_formats.render_training); a row the tokenizer cannot render
+    is named by its row number. `turns`: which assistant turns of a chat row are targets ("all" or "last")."""
     template = getattr(tokenizer, "chat_template", None)
     if fmt == "chat" and not template:
         raise DataError("format 'chat' needs a tokenizer with a chat template, and this tokenizer has none")
@@ -66,27 +70,36 @@ def render_rows(rows: list[dict], row_numbers: list[int], fmt: str, tokenizer: A
         if fmt == "chat" and "tool" not in template and any(m["role"] == "tool" for m in row["messages"]):
             raise DataError(f"row {n}: has a 'tool' message, and the tokenizer's chat template has no tool role")
         try:
-            pairs.append(render_example(row, fmt, tokenizer))
+            pairs.append(render_training(row, fmt, tokenizer, turns))
+        except HistoryRewritten as e:
+            raise DataError(f"row {n}: {e}") from None
         except Exception as e:  # jinja and the template itself raise assorted types
             raise DataError(f"row {n}: could not render it as {fmt}: {e}") from None
     return pairs
 
 
-def build_example(prompt_ids: list[int], completion_ids: list[int], tokenizer: Any, spec: DataSpec,
+def build_example(parts: list[tuple[list[int], bool]], tokenizer: Any, spec: DataSpec,
                   stop_ids: list[int] | None = None) -> tuple[dict, bool]:
-    """One training example (input ids, mask, labels) and whether it was truncated.
+    """One training example (input ids, mask, labels) from token ids flagged target or not, and whether it was cut.
 
-    The completion's targets end with one stop: eos is appended unless the completion already ends with a stop
-    token (`stop_ids`, default ops.data.chat_template.stop_token_ids: eos or the template's end-of-turn token), since
-    a chat reply that closes with `<|eot_id|>`, `<|im_end|>` or `</s>` followed by eos would teach a double stop.
+    Non-target tokens get IGNORE_INDEX labels unless `spec.train_on_prompt`; bos is added in front (a non-target)
+    when the text did not render it. When the last part is a target, its targets end with one stop: eos is appended
+    unless it already ends with a stop token (`stop_ids`, default ops.data.chat_template.stop_token_ids: eos or the
+    template's end-of-turn token), since a reply that closes with `<|eot_id|>`, `<|im_end|>` or `</s>` followed by
+    eos would teach a double stop. Earlier chat turns end with the end-of-turn token the template writes.
     """
     eos = tokenizer.eos_token_id
     stops = stop_token_ids(tokenizer) if stop_ids is None else stop_ids
-    prompt = with_bos(tokenizer, prompt_ids)
-    ends_with_stop = bool(completion_ids) and completion_ids[-1] in stops
-    completion = completion_ids if eos is None or ends_with_stop else completion_ids + [eos]
-    input_ids = prompt + completion
-    labels = (prompt if spec.train_on_prompt else [IGNORE_INDEX] * len(prompt)) + completion
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for ids, target in parts:
+        input_ids += ids
+        labels += ids if target or spec.train_on_prompt else [IGNORE_INDEX] * len(ids)
+    if parts and parts[-1][1] and eos is not None and not (parts[-1][0] and parts[-1][0][-1] in stops):
+        input_ids, labels = input_ids + [eos], labels + [eos]
+    if len(with_bos(tokenizer, input_ids)) > len(input_ids):  # bos is context, a target only with train_on_prompt
+        bos = tokenizer.bos_token_id
+        input_ids, labels = [bos] + input_ids, [bos if spec.train_on_prompt else IGNORE_INDEX] + labels
     truncated = len(input_ids) > spec.max_seq_len
     input_ids, labels = input_ids[: spec.max_seq_len], labels[: spec.max_seq_len]
     return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels}, truncated
@@ -97,19 +110,40 @@ def has_target(labels: list[int]) -> bool:
     return any(label != IGNORE_INDEX for label in labels[1:])
 
 
-def tokenize_pairs(pairs: list[tuple[str, str]], tokenizer: Any, spec: DataSpec) -> tuple[list[dict], dict[str, int]]:
-    """Tokenized examples plus counts of truncated rows and of rows left with nothing to learn."""
-    prompt_ids = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+def segment_ids(pairs: list[Rendered | tuple[str, str]], tokenizer: Any) -> list[list[tuple[list[int], bool]]]:
+    """Each row's segments as (token ids, target) parts, every segment tokenized apart, so its boundaries are token
+    boundaries (as a prompt tokenized alone at inference ends where its reply starts). Plain (prompt, completion)
+    tuples count as a non-target prompt and a target completion."""
+    rendered = [Rendered(*pair) for pair in pairs]
+    segments = [r.segments or (Segment(r.prompt, False), Segment(r.completion, True)) for r in rendered]
+    flat = [s.text for row in segments for s in row]
+    ids = iter(tokenizer(flat, add_special_tokens=False)["input_ids"] if flat else [])
+    return [[(next(ids), s.target) for s in row] for row in segments]
+
+
+def tokens_before_target(parts: list[tuple[list[int], bool]], tokenizer: Any) -> int:
+    """How many tokens (bos included) come before a row's first target: below that max_seq_len leaves none."""
+    context: list[int] = []
+    for ids, target in parts:
+        if target and ids:
+            break
+        context += ids
+    return len(with_bos(tokenizer, context))
+
+
+def tokenize_pairs(pairs: list[Rendered | tuple[str, str]], tokenizer: Any,
+                   spec: DataSpec) -> tuple[list[dict], dict[str, int]]:
+    """Tokenized examples (with their prompt and completion text) plus counts of truncated rows and of rows left
+    with nothing to learn."""
     stop_ids = stop_token_ids(tokenizer)  # read off the chat template once, not per row
     examples, truncated, dropped = [], 0, 0
-    for (prompt, completion), p_ids, c_ids in zip(pairs, prompt_ids, completion_ids):
-        example, was_truncated = build_example(p_ids, c_ids, tokenizer, spec, stop_ids)
+    for pair, parts in zip(pairs, segment_ids(pairs, tokenizer)):
+        example, was_truncated = build_example(parts, tokenizer, spec, stop_ids)
         truncated += was_truncated
         if not has_target(example["labels"]):
             dropped += 1
             continue
-        examples.append({**example, "prompt": prompt, "completion": completion})
+        examples.append({**example, "prompt": pair[0], "completion": pair[1]})
     return examples, {"truncated_rows": truncated, "dropped_no_target": dropped}
 
 
@@ -167,7 +201,7 @@ def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable
     if ignored:
         names = ", ".join(repr(c) if c else "'' (unnamed: a saved index?)" for c in ignored)
         log(f"ignoring columns that format {fmt} does not use: {names}")
-    all_pairs = render_rows(rows, list(range(1, len(rows) + 1)), fmt, tokenizer)
+    all_pairs = render_rows(rows, list(range(1, len(rows) + 1)), fmt, tokenizer, spec.train_on_turns)
     unique = dedupe(all_pairs)
     duplicates = len(rows) - len(unique)
     kept = unique[: spec.max_rows]  # max_rows=None keeps all
@@ -179,7 +213,7 @@ def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable
     log(f"tokenized {len(examples)} rows: {tokens} tokens, {targets} target tokens; "
         f"{counts['truncated_rows']} truncated to {spec.max_seq_len}, {counts['dropped_no_target']} dropped with no target left")
     if len(examples) < 2:
-        longest = max(len(with_bos(tokenizer, ids)) for ids in tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"])
+        longest = max(tokens_before_target(parts, tokenizer) for parts in segment_ids(pairs, tokenizer))
         raise too_few_rows(len(rows), duplicates, counts, len(examples), longest, spec)
     train_idx, eval_idx = split_indices(len(examples), spec.eval_fraction, spec.seed)
     splits = datasets.DatasetDict({

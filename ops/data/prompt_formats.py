@@ -6,9 +6,9 @@ model is always prompted the way it was trained.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from .chat_template import close_turn
+from .conversation import Segment, TrainOnTurns, chat_segments
 
 FORMATS = ("alpaca", "chat", "prompt_completion", "text")
 
@@ -34,26 +34,53 @@ def chat_prompt(messages: list[dict[str, str]], tokenizer: Any) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+class Rendered(NamedTuple):
+    """One row as training sees it: the text in target and non-target segments, and the (prompt, completion) pair
+    evaluation generates from and compares with (for chat: everything before the last reply, and that reply)."""
+
+    prompt: str
+    completion: str
+    segments: tuple[Segment, ...] = ()  # empty: the prompt, then the completion as the one target
+
+
 def render_example(row: dict[str, Any], fmt: str, tokenizer: Any) -> tuple[str, str]:
     """Split one validated row into (prompt, completion) text; the completion is what the model learns.
 
-    A chat completion ends at the template's end-of-turn token: whitespace the template writes after it is not
-    part of the reply (ops.data.chat_template.close_turn).
+    A chat row's prompt is the conversation before its last reply, rendered with the generation prompt (as serving
+    renders it) and the completion that reply, ending at the template's end-of-turn token: whitespace the template
+    writes after it is not part of the reply (ops.data.chat_template.close_turn).
     """
-    if fmt == "alpaca":
-        return alpaca_prompt(row["instruction"], row.get("input")), row["output"]
+    rendered = render_training(row, fmt, tokenizer, turns="last")
+    return rendered.prompt, rendered.completion
+
+
+def render_training(row: dict[str, Any], fmt: str, tokenizer: Any, turns: TrainOnTurns = "all") -> Rendered:
+    """One validated row as the segments training tokenizes, plus its (prompt, completion) pair.
+
+    Args:
+        row: a row validated for `fmt`.
+        fmt: one of FORMATS.
+        tokenizer: renders chat rows with its chat template.
+        turns: chat only: "all" trains on every assistant turn, "last" on the last reply alone.
+    Returns:
+        Rendered; for formats other than chat, the segments are (prompt, not a target), (completion, a target).
+    Raises:
+        ValueError: an unknown format, or a chat row the template cannot render turn by turn
+            (ops.data.conversation.HistoryRewritten when it rewrites earlier turns).
+    """
     if fmt == "chat":
-        messages = row["messages"]
-        prompt = chat_prompt(messages[:-1], tokenizer)
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
-        if not full.startswith(prompt):
-            raise ValueError("the tokenizer's chat template does not render the conversation as prompt + reply")
-        return prompt, close_turn(full[len(prompt):], tokenizer)
-    if fmt == "prompt_completion":
-        return row["prompt"], row["completion"]
-    if fmt == "text":
-        return "", row["text"]
-    raise ValueError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        segments = chat_segments(row["messages"], tokenizer, turns)
+        prompt = "".join(s.text for s in segments[:-1])  # the last segment is the last reply, a target
+        return Rendered(prompt, segments[-1].text, tuple(segments))
+    if fmt == "alpaca":
+        prompt, completion = alpaca_prompt(row["instruction"], row.get("input")), row["output"]
+    elif fmt == "prompt_completion":
+        prompt, completion = row["prompt"], row["completion"]
+    elif fmt == "text":
+        prompt, completion = "", row["text"]
+    else:
+        raise ValueError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return Rendered(prompt, completion, (Segment(prompt, False), Segment(completion, True)))
 
 
 def render_user_prompt(text: str, fmt: str, tokenizer: Any) -> str:

@@ -23,6 +23,12 @@ class DataSpec(BaseModel):
     hub_revision: Optional[str] = Field(None, description="Git revision of a hub dataset, for reproducibility.")
     max_seq_len: int = Field(256, description="Tokens per example; longer examples are truncated and counted.")
     train_on_prompt: bool = Field(False, description="Also train on prompt tokens (by default only the response is).")
+    train_on_turns: Literal["all", "last"] = Field(
+        "all",
+        description="Chat data: train on every assistant turn of a conversation ('all') or on its last reply only "
+        "('last'); system, user and tool turns are never targets. Use 'last' for chat templates that rewrite "
+        "earlier turns (e.g. drop earlier reasoning), which 'all' refuses.",
+    )
     eval_fraction: float = Field(0.1, description="Share of rows held out for evaluation.")
     max_rows: Optional[int] = Field(None, description="Use at most this many rows (after deduplication).")
     seed: int = Field(42, description="Seed of the train/eval split.")

@@ -73,19 +73,22 @@ def test_chat_uses_the_template_and_keeps_a_single_eos(tmp_path, tokenizer):
         assert_masked(example, tokenizer)
 
 
+@pytest.mark.parametrize("turns", ["all", "last"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_chat_targets_end_at_the_end_of_turn_token(tmp_path, family):
-    """Llama 3 <|eot_id|>, ChatML <|im_end|>\\n, Gemma <end_of_turn>\\n, <|end|>\\n, </s>\\n: the targets are the
-    reply and its closing token, nothing after it and no second stop (</s>\\n once gave `red </s> \\n </s>`)."""
+def test_chat_targets_end_at_the_end_of_turn_token(tmp_path, family, turns):
+    """Llama 3 <|eot_id|>, ChatML <|im_end|>\\n, Gemma <end_of_turn>\\n, <|end|>\\n, </s>\\n: the targets are each
+    trained reply and its closing token, nothing after the last and no second stop (</s>\\n once gave
+    `red </s> \\n </s>`)."""
     tok = chat_tokenizer(family)
     end = FAMILIES[family][2]
-    _, splits, _ = prepare(tmp_path, [{"messages": c} for c in red_conversations(2)], tok)
-    expected = tok("red", add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids(end)]
+    _, splits, _ = prepare(tmp_path, [{"messages": c} for c in red_conversations(2)], tok, train_on_turns=turns)
+    reply = tok("red", add_special_tokens=False)["input_ids"] + [tok.convert_tokens_to_ids(end)]
+    expected = reply * (2 if turns == "all" else 1)
     for example in all_examples(splits):
         assert example["completion"] == "red" + end
         targets = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
         assert targets == expected, tok.convert_ids_to_tokens(targets)
-        assert example["input_ids"][-len(expected):] == expected  # nothing after the closing token
+        assert example["input_ids"][-len(reply):] == reply  # nothing after the closing token
         assert example["input_ids"].count(tok.eos_token_id) == (1 if end == tok.eos_token else 0) + (
             example["prompt"].count(tok.eos_token))
 
