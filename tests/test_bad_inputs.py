@@ -47,6 +47,18 @@ def data(source: str, **extra) -> dict:
     return {"ops": {"training_dataset": {"config": {"source": source, "max_rows": 80, "max_seq_len": 48, **extra}}}}
 
 
+def drops_earlier_reasoning(model: Path) -> None:
+    from tests.ops.data.conversations import EMBEDDED_DROPPING_REASONING
+
+    (model / "chat_template.jinja").write_text(EMBEDDED_DROPPING_REASONING)
+
+
+def conversation(i: int, thought: str = "") -> dict:
+    return {"messages": [{"role": "user", "content": f"Count to {i}."},
+                         {"role": "assistant", "content": thought + " ".join(str(k) for k in range(i))},
+                         {"role": "user", "content": "Again."}, {"role": "assistant", "content": "Done."}]}
+
+
 def copy_base(tiny: Path, folder: Path, change: Callable[[Path], None]) -> str:
     target = folder / "models" / "m"
     shutil.copytree(tiny, target)
@@ -102,6 +114,14 @@ CASES = [
                                                {"role": "assistant", "content": "Done."}]}])}, data("data/x.jsonl"),
          "error: step training_dataset failed: DataError: dataset data/x.jsonl, row 1: message 1 has role 'wizard'; "
          "the roles are system, user, assistant, tool (format chat)"),
+    Case("a chat template that rewrites earlier turns (drops earlier reasoning, as Qwen3's does)",
+         {"data/x.jsonl": jsonl([conversation(1), conversation(2, "<think>two numbers</think>")])},
+         data("data/x.jsonl"),
+         "error: step training_dataset failed: DataError: row 2: the chat template rewrites earlier turns: the prompt "
+         "for the reply in message 4 does not start with the conversation as rendered through the reply before it "
+         "(first difference at character 35: '<think>two numbers</think>0 1</s>' became "
+         "'0 1</s><|user|>\\nAgain.\\n<|assistant|>\\n'); set train_on_turns: last to train on the last reply only",
+         base=lambda tiny, folder: copy_base(tiny, folder, drops_earlier_reasoning)),
     Case("too few training rows for the blocking check", {"data/x.jsonl": jsonl(rows(20))},
          {"ops": {**data("data/x.jsonl", max_seq_len=256)["ops"],
                                           "training_dataset_checks": {"config": {"min_train_rows": 32}}}},
