@@ -67,7 +67,7 @@ def chat_segments(messages: list[dict[str, Any]], tokenizer: Any, turns: TrainOn
         reply = cut_after_end(full[len(prompt):], end)
         segments += [Segment(prompt[len(done):], False), Segment(reply, True)]
         done, rendered = prompt + reply, full
-    return [s for s in segments if s.text]
+    return [s for s in segments if s.text or s.target]  # the last segment is always the last reply
 
 
 def _rewritten(before: str, after: str, i: int) -> str:

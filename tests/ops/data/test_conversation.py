@@ -168,3 +168,31 @@ def test_the_generated_conversations_prepare_with_every_turn_a_target(tmp_path, 
     for example in all_examples(splits):  # one eos closes each reply (the embedded template ends turns with eos)
         trained = [example["input_ids"][i] for i in targets(example)]
         assert trained.count(eos) == example["input_ids"].count(eos) == example["prompt"].count("</s>") + 1
+
+
+def test_generation_markers_in_a_template_change_nothing():
+    """Templates with `{% generation %}` markers render the same text; turns are found by rendering, not by them."""
+    tok = chat_tokenizer("chatml")
+    plain = example_of(CONVERSATION, tok)
+    tok.chat_template = tok.chat_template.replace(
+        "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}",
+        "{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\\n' }}{% generation %}{{ m['content'] + "
+        "'<|im_end|>' }}{% endgeneration %}{{ '\\n' }}{% else %}"
+        "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endif %}")
+    assert "{% generation %}" in tok.chat_template
+    assert example_of(CONVERSATION, tok) == plain
+
+
+def test_tool_turns_are_context():
+    """A tool result between two assistant turns (Qwen2.5's shape: a user turn wrapping <tool_response>) is masked."""
+    tok = chat_tokenizer("chatml")
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'tool' %}"
+        "{{ '<|im_start|>user\\n<tool_response>\\n' + m['content'] + '\\n</tool_response><|im_end|>\\n' }}"
+        "{% else %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    messages = [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": "call weather"},
+                {"role": "tool", "content": "sunny 21C"}, {"role": "assistant", "content": "sunny"}]
+    example = example_of(messages, tok)
+    trained = tok.decode([example["input_ids"][i] for i in targets(example)])
+    assert trained == "call weather<|im_end|>sunny<|im_end|>"
