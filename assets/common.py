@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 from pydantic import BaseModel, Field
 
+from ops.core.markdown import md_table  # noqa: F401  (re-exported: the assets' tables)
 from ops.core.store import StepResult
 
 
@@ -16,22 +17,6 @@ class StepConfig(dg.Config):
     def fingerprint_fields(self) -> dict[str, Any]:
         """The settings that decide the artifact's content (not `force`, which only decides whether to rebuild)."""
         return self.model_dump(exclude={"force"})
-
-
-def md_table(rows: list[dict[str, Any]], max_chars: int = 80) -> str:
-    """A markdown table of dicts, for the UI; cells are cut to `max_chars` and pipes escaped."""
-    if not rows:
-        return "_empty_"
-    cols = list(rows[0])
-
-    def cell(v: Any) -> str:
-        text = f"{v:.4f}" if isinstance(v, float) else str(v)
-        text = text.replace("|", "\\|").replace("\n", "⏎")
-        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def typed_metadata(result: BaseModel, *names: str, **extra: Any) -> dict[str, Any]:
