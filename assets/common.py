@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import dagster as dg
 from pydantic import BaseModel, Field
 
+from ops.core.markdown import md_table  # noqa: F401  (re-exported: the assets' tables)
 from ops.core.store import StepResult
 
 
@@ -18,26 +20,20 @@ class StepConfig(dg.Config):
         return self.model_dump(exclude={"force"})
 
 
-def md_table(rows: list[dict[str, Any]], max_chars: int = 80) -> str:
-    """A markdown table of dicts, for the UI; cells are cut to `max_chars` and pipes escaped."""
-    if not rows:
-        return "_empty_"
-    cols = list(rows[0])
+SIGNIFICANT_DIGITS = 4
 
-    def cell(v: Any) -> str:
-        text = f"{v:.4f}" if isinstance(v, float) else str(v)
-        text = text.replace("|", "\\|").replace("\n", "⏎")
-        return text if len(text) <= max_chars else text[: max_chars - 1] + "…"
 
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+def significant(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:
+    """`value` rounded to `digits` significant digits (1234.567 -> 1235.0, 0.000123456 -> 0.0001235);
+    NaN and infinities unchanged."""
+    return float(f"{value:.{digits}g}") if math.isfinite(value) else value
 
 
 def typed_metadata(result: BaseModel, *names: str, **extra: Any) -> dict[str, Any]:
     """`names` of `result` as Dagster metadata typed by their Python type (int, float, str, bool), plus `extra`.
 
-    Ints and floats become typed values (the UI plots them across materializations); None becomes "".
+    Ints and floats become typed values (the UI plots them across materializations); floats are rounded to
+    SIGNIFICANT_DIGITS, since 0.2913876510143280 says no more to a reader than 0.2914; None becomes "".
     """
     def typed(value: Any) -> Any:
         if isinstance(value, bool) or isinstance(value, str):
@@ -45,7 +41,7 @@ def typed_metadata(result: BaseModel, *names: str, **extra: Any) -> dict[str, An
         if isinstance(value, int):
             return dg.MetadataValue.int(value)
         if isinstance(value, float):
-            return dg.MetadataValue.float(value)
+            return dg.MetadataValue.float(significant(value))
         return "" if value is None else str(value)
 
     return {**{name: typed(getattr(result, name)) for name in names}, **{k: typed(v) for k, v in extra.items()}}

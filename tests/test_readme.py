@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from ops.core.paths import REPO_ROOT
+from tests.tiny import write_tiny_report
 
 README = REPO_ROOT / "README.md"
 BIN = Path(sys.executable).parent
@@ -317,7 +318,7 @@ def test_readme_console_session_runs_against_a_tiny_registry(tmp_path, tiny_quan
 
     home = tmp_path / ".qlora"  # where the python block's sqlite:///.qlora/mlflow.db points from tmp_path
     report = tmp_path / "report.json"
-    report.write_text("{}")
+    write_tiny_report(report)
     register_adapter(tracking_uri=default_tracking_uri(home), registry_uri=None, artifact_location=None,
                      experiment="readme", spec=RegistrySpec(model_name="qlora-demo", alias="candidate"),
                      adapter_dir=tiny_adapter[0] / "adapter", base_model_dir=tiny_quantized[0] / "model",

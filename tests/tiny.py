@@ -25,3 +25,22 @@ def quantize_fp32(base_dir: Path, out_dir: Path):
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(out_dir)
     return model
+
+
+def tiny_report(samples: list[dict[str, str]] | None = None):
+    """A valid EvaluationReport with made-up scores, for tests that register an adapter without evaluating it."""
+    from ops.evaluation.report import EvaluationReport, ModelScores
+
+    scores = ModelScores(eval_loss=1.5, perplexity=4.48, exact_match=0.25, rouge_l=0.5)
+    samples = samples if samples is not None else [
+        {"prompt": "Name a colour.", "reference": "red", "base": "blue", "tuned": "red"},
+        {"prompt": "Count: 1, 2,", "reference": "3", "base": "2", "tuned": "3"}]
+    return EvaluationReport(base=scores, tuned=scores, delta=scores, eval_rows=4, generation_rows=len(samples),
+                            device="cpu", compute_dtype="float32", seconds=1.0, samples=samples)
+
+
+def write_tiny_report(path: Path) -> Path:
+    """`tiny_report()` written where registration reads its report.json."""
+    from ops.evaluation.report import write_report
+
+    return write_report(tiny_report(), path)

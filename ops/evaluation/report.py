@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from ..core.markdown import md_table
 from ..core.store import StepSummary
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"  # the metric modules, loaded by path through `evaluate`
@@ -84,3 +85,14 @@ def report_table_md(report: EvaluationReport) -> str:
         base, tuned, delta = (getattr(getattr(report, part), k) for part in ("base", "tuned", "delta"))
         lines.append(f"| {k} | {base:.4f} | {tuned:.4f} | {delta:+.4f} |")
     return "\n".join(lines)
+
+
+def report_markdown(report: EvaluationReport) -> str:
+    """The whole report as Markdown: the metric table, the counts, and the sample generations."""
+    return "\n".join([
+        "# Evaluation on the held-out split", "",
+        report_table_md(report), "",
+        f"{report.eval_rows} rows scored for loss, {report.generation_rows} by generation; "
+        f"{report.device}, {report.compute_dtype}, {report.seconds:.1f} s.", "",
+        "## Sample generations", "", md_table(report.samples, max_chars=200), "",
+    ])

@@ -63,4 +63,4 @@ def publish_adapter(refs: dict[str, ArtifactRef], fingerprint: str, spec: Regist
         metrics={"base": report.base.model_dump(), "tuned": report.tuned.model_dump(),
                  "train_final_loss": adapter.final_loss},
         report_path=Path(refs["evaluation"].path) / "report.json", tags=tags, run_id=adapter.mlflow_run_id,
-        log=log, log_base=spec.log_base)
+        log=log, log_base=spec.log_base, loss_history=adapter.loss_history)

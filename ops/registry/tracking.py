@@ -13,6 +13,12 @@ from ..core.paths import default_mlflow_artifacts
 
 SQLITE_PREFIX = "sqlite:///"  # an embedded registry: one file, one writer at a time
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value (older servers: 500); longer values are cut
+# MLflow 3's UI opens an experiment on the view its kind names; without the tag a new experiment opens on the GenAI
+# traces page. "finetuning" is one of the UI's machine-learning kinds (it opens on the training runs table).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "finetuning"
+DESCRIPTION_TAG = "mlflow.note.content"  # what the MLflow UI shows as a run's description
+# Short names for run names, in this order; other changed settings follow as name=value.
+RUN_NAME_KEYS = {"r": "r{}", "learning_rate": "lr{}", "max_steps": "{}steps", "num_epochs": "{}ep"}
 
 
 @dataclass(frozen=True)
@@ -44,9 +50,48 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
     """The id of experiment `name`, created when missing (artifacts at `artifact_location`, or the default)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older version or by hand: mark it once
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     location = artifact_location or (default_artifact_location(tracking_uri) if tracking_uri else None)
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+
+
+def short_number(value: Any) -> str:
+    """A setting as a run name shows it: 0.0002 -> 2e-4, 600 -> 600, 0.05 -> 0.05, True -> true."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value and abs(value) < 1e-3:  # learning rates: 2e-4 reads better than 0.0002
+            mantissa, exponent = f"{value:.3e}".split("e")
+            return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "+".join(map(str, value))
+    return str(value)
+
+
+def run_name(settings: dict[str, Any], defaults: dict[str, Any], max_extra: int = 3) -> str:
+    """A run name from what sets this run apart: rank, learning rate and length always (`r16-lr2e-4-600steps`),
+    then up to `max_extra` other settings that differ from their defaults (`alpha=32`), in field order.
+
+    Args:
+        settings: the training settings (TrainSpec.model_dump()).
+        defaults: the same fields at their defaults (fields without one are left out).
+    """
+    parts = [fmt.format(short_number(settings[k])) for k, fmt in RUN_NAME_KEYS.items() if settings.get(k) is not None]
+    extra = [f"{k}={short_number(v)}" for k, v in settings.items()
+             if k not in RUN_NAME_KEYS and k in defaults and v != defaults[k]]
+    return "-".join(parts + extra[:max_extra] + (["..."] if len(extra) > max_extra else []))
+
+
+def run_description(settings: dict[str, Any], defaults: dict[str, Any], inputs: dict[str, str]) -> str:
+    """Markdown for the run's description: the settings that differ from the defaults and the input fingerprints."""
+    changed = [f"- `{k}`: {v!r} (default {defaults[k]!r})" for k, v in settings.items()
+               if k in defaults and v != defaults[k]]
+    lines = ["QLoRA adapter trained by the qlora_adapter asset.", "", "Settings changed from the defaults:",
+             *(changed or ["- none"]), "", "Inputs (fingerprints):", *[f"- {k}: `{v}`" for k, v in inputs.items()]]
+    return "\n".join(lines)
 
 
 def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -71,12 +116,12 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
-def start_run(tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any],
+def start_run(tracking_uri: str, experiment: str, name: str, params: dict[str, Any],
               tags: dict[str, str] | None = None, artifact_location: str | None = None) -> str:
     """Create a run with flattened params and tags; return its id. The run stays open for later logging."""
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, experiment, artifact_location, tracking_uri)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+    run = client.create_run(experiment_id, run_name=name, tags=tags or {})
     for key, value in flatten_params(params).items():
         client.log_param(run.info.run_id, key, value)
     return run.info.run_id
@@ -101,7 +146,7 @@ def project_release() -> str:
     return f"{release}+{sha}" if sha else release
 
 
-def resume_or_start_run(run_id_file: Path, tracking_uri: str, experiment: str, run_name: str,
+def resume_or_start_run(run_id_file: Path, tracking_uri: str, experiment: str, name: str,
                         params: dict[str, Any], tags: dict[str, str] | None = None,
                         artifact_location: str | None = None) -> str:
     """The run recorded in `run_id_file` when it still exists (a resumed training keeps one loss curve),
@@ -114,7 +159,7 @@ def resume_or_start_run(run_id_file: Path, tracking_uri: str, experiment: str, r
                 return run_id
         except Exception:  # deleted, or from another tracking server: start afresh
             pass
-    run_id = start_run(tracking_uri, experiment, run_name, params, tags, artifact_location)
+    run_id = start_run(tracking_uri, experiment, name, params, tags, artifact_location)
     run_id_file.parent.mkdir(parents=True, exist_ok=True)
     run_id_file.write_text(run_id)
     return run_id
@@ -189,9 +234,11 @@ def filter_literal(text: str) -> str:
 
 
 def open_training_run(run_id_file: Path, target: MlflowTarget, fingerprint: str, inputs: dict[str, str],
-                      params: dict[str, Any], dagster_run_id: str) -> str:
+                      params: dict[str, Any], dagster_run_id: str, name: str | None = None,
+                      description: str | None = None) -> str:
     """The MLflow run a training step logs its loss to: the one recorded beside its checkpoints when it still
-    exists (a resumed training keeps one loss curve), else a new run named after the adapter's fingerprint.
+    exists (a resumed training keeps one loss curve), else a new run called `name` (default: after the adapter's
+    fingerprint) with `description` as its note.
 
     Args:
         run_id_file: where the run id is kept, beside the checkpoints.
@@ -206,9 +253,11 @@ def open_training_run(run_id_file: Path, target: MlflowTarget, fingerprint: str,
         RunNotStarted: the server answered but creating or reading the run failed (retry).
     """
     check_tracking_server(target.tracking_uri)  # before any training, not after hours of it
-    tags = lineage_tags("adapter", fingerprint, inputs, dagster_run_id)
+    tags = {**lineage_tags("adapter", fingerprint, inputs, dagster_run_id),
+            **({DESCRIPTION_TAG: description} if description else {})}
     try:
-        return resume_or_start_run(run_id_file, target.tracking_uri, target.experiment, f"adapter-{fingerprint}",
+        return resume_or_start_run(run_id_file, target.tracking_uri, target.experiment,
+                                   name or f"adapter-{fingerprint}",
                                    params, tags, target.artifact_location)
     except Exception as err:  # the tracking server may be briefly away
         raise RunNotStarted(f"MLflow at {redact_uri(target.tracking_uri)} did not take the run ({err})") from err

@@ -7,10 +7,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..model.device import DeviceInfo
-from ..registry.tracking import MlflowTarget, open_training_run, redact_uri
+from ..registry.tracking import MlflowTarget, open_training_run, redact_uri, run_description, run_name
 from .callbacks import MlflowLossCallback
 from .spec import TrainResult, TrainSpec
 from .trainer import train_adapter
+
+
+def spec_defaults(spec_type: type[TrainSpec]) -> dict[str, Any]:
+    """Each field's default (fields that must be set have none and are left out)."""
+    return {name: field.get_default(call_default_factory=True) for name, field in spec_type.model_fields.items()
+            if not field.is_required()}
 
 
 def train_tracked(model_dir: Path, dataset_dir: Path, out_dir: Path, spec: TrainSpec, device: DeviceInfo, *,
@@ -31,8 +37,10 @@ def train_tracked(model_dir: Path, dataset_dir: Path, out_dir: Path, spec: Train
         TrackingServerUnavailable, RunNotStarted: before any training (see `open_training_run`).
         as `train_adapter` otherwise.
     """
+    settings, defaults = spec.model_dump(), spec_defaults(type(spec))
     run_id = open_training_run(Path(checkpoint_dir) / "mlflow_run_id", target, fingerprint, inputs,
-                               {"adapter": spec.model_dump()}, dagster_run_id)
+                               {"adapter": settings}, dagster_run_id, name=run_name(settings, defaults),
+                               description=run_description(settings, defaults, inputs))
     log(f"MLflow run {run_id} at {redact_uri(target.tracking_uri)}: per-step loss is logged there")
     result = train_adapter(model_dir, dataset_dir, out_dir, spec, device, checkpoint_dir=checkpoint_dir,
                            callbacks=[MlflowLossCallback(target.tracking_uri, run_id, warn)], log=log)

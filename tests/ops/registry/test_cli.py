@@ -16,6 +16,7 @@ from ops.registry.cli import build_parser, generation_requests, main
 from ops.registry.lookup import LookupFailed, ModelRef, parse_ref, table
 from ops.registry.register import register_adapter
 from ops.registry.spec import RegistrySpec
+from tests.tiny import write_tiny_report
 
 LINEAGE = {"dataset_fingerprint": "d" * 16, "base_model_id": "embedded:tiny-llama", "base_model_revision": "abc"}
 
@@ -25,7 +26,7 @@ def home(tmp_path_factory, tiny_quantized, tiny_adapter) -> Path:
     """A data home whose default registry holds `tiny` version 1 with alias `candidate`."""
     home = tmp_path_factory.mktemp("cli-home")
     report = home / "report.json"
-    report.write_text("{}")
+    write_tiny_report(report)
     register_adapter(tracking_uri=default_tracking_uri(home), registry_uri=None, artifact_location=None,
                      experiment="cli-test", spec=RegistrySpec(model_name="tiny", alias="candidate"),
                      adapter_dir=tiny_adapter[0] / "adapter", base_model_dir=tiny_quantized[0] / "model",

@@ -11,6 +11,8 @@ import time
 import pytest
 from mlflow import MlflowClient
 
+from tests.tiny import write_tiny_report
+
 pytestmark = pytest.mark.slow
 
 SCRIPT = r"""
@@ -33,7 +35,7 @@ print(json.dumps({"fp": args["fp"], "version": info.version, "cache_hit": info.c
 def test_four_concurrent_registrations_get_distinct_versions_and_a_duplicate_gets_none(tiny_quantized, tiny_adapter, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     report = tmp_path / "report.json"
-    report.write_text("{}")
+    write_tiny_report(report)
     MlflowClient(uri).search_experiments()  # create the schema once, as the pipeline's first step would
     start_at = time.time() + 25  # after every process has imported torch and mlflow
     fingerprints = ["fp-0", "fp-1", "fp-2", "fp-3", "fp-0"]  # the last one repeats the first adapter

@@ -14,13 +14,15 @@ import torch
 from mlflow import MlflowClient
 from peft import LoraConfig, get_peft_model
 
+from ops.evaluation.report import write_report
 from ops.registry.aliases import check_alias
 from ops.registry.register import find_version_by_tag, register_adapter
 from ops.registry.spec import RegistrySpec
 from ops.registry.tracking import default_artifact_location, start_run
-from tests.tiny import quantize_fp32
+from tests.tiny import quantize_fp32, tiny_report
 
 SPEC = RegistrySpec(model_name="tiny-adapter", alias="candidate")
+REPORT = tiny_report()
 EXPERIMENT = "qlora-test"
 LINEAGE = {"dataset_fingerprint": "d" * 16, "base_model_id": "embedded:tiny-llama", "base_model_revision": "abc123",
            "code_version": "1", "dagster_run_id": "run-1", "adapter_fingerprint": "a" * 16}
@@ -43,13 +45,13 @@ def registry(tmp_path_factory, model_dirs) -> dict:
     """Two registrations: a fresh run, then a run that 'training' created and logged loss to."""
     home = tmp_path_factory.mktemp("mlflow")
     base_dir, adapter_dir = model_dirs
-    report = home / "evaluation.json"
-    report.write_text(json.dumps({"adapter": {"eval_loss": 1.5}}))
+    report = write_report(REPORT, home / "evaluation.json")
     uri = f"sqlite:///{home}/mlflow.db"
     common = dict(tracking_uri=uri, registry_uri=None, artifact_location=str(home / "artifacts"), experiment=EXPERIMENT, spec=SPEC,
                   adapter_dir=adapter_dir, base_model_dir=base_dir, prompt_format="alpaca", report_path=report,
                   log=lambda msg: None)
     first = register_adapter(**common, params={"train": {"r": 4, "target_modules": ["all-linear"]}},
+                             loss_history=[(10, 6.0), (20, 4.5), (30, 3.9)],
                              metrics={"eval_loss": 1.5, "exact_match": 0.25}, tags=LINEAGE)
     training_run = start_run(uri, EXPERIMENT, "train", params={"train": {"r": 4}},
                              artifact_location=str(home / "artifacts"))
@@ -92,8 +94,24 @@ def test_run_has_params_metrics_report_and_artifacts_under_location(registry):
     assert run.data.params["prompt_format"] == "alpaca"  # MLflow logs model_config as params too
     assert run.data.metrics == {"eval_loss": 1.5, "exact_match": 0.25}
     assert run.data.tags["dataset_fingerprint"] == LINEAGE["dataset_fingerprint"]
-    assert [a.path for a in client.list_artifacts(run_id, "evaluation")] == ["evaluation/evaluation.json"]
+    assert sorted(a.path for a in client.list_artifacts(run_id, "evaluation")) == [
+        "evaluation/evaluation.json", "evaluation/report.md", "evaluation/samples.json"]
     assert str(registry["home"] / "artifacts") in run.info.artifact_uri  # the sqlite store keeps a bare path
+
+
+def test_run_carries_the_report_as_markdown_the_samples_as_a_table_and_the_loss_curve(registry, tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    client, run_id = registry["client"], registry["first"].run_id
+    report_md = Path(client.download_artifacts(run_id, "evaluation/report.md", str(tmp_path))).read_text()
+    assert "| eval_loss | 1.5000 | 1.5000 |" in report_md and "| Name a colour. | red | blue | red |" in report_md
+    table = json.loads(Path(client.download_artifacts(run_id, "evaluation/samples.json", str(tmp_path))).read_text())
+    assert pd.DataFrame(table["data"], columns=table["columns"]).to_dict("records") == REPORT.samples
+    with Image.open(client.download_artifacts(run_id, "loss_curve.png", str(tmp_path))) as picture:
+        assert picture.format == "PNG" and picture.width >= 600
+    # the second registration had no loss history: no picture rather than an empty one
+    assert "loss_curve.png" not in [a.path for a in client.list_artifacts(registry["second"].run_id)]
 
 
 def test_second_registration_moves_alias_and_reuses_training_run(registry):
@@ -131,8 +149,7 @@ def test_model_that_cannot_serve_is_not_registered(registry, model_dirs, tmp_pat
     broken.mkdir()
     (broken / "adapter_config.json").write_text("{}")
     spec = RegistrySpec(model_name="broken-adapter", alias="candidate")
-    report = tmp_path / "report.json"
-    report.write_text("{}")
+    report = write_report(REPORT, tmp_path / "report.json")
     with pytest.raises(RuntimeError, match="failed to predict"):
         register_adapter(tracking_uri=registry["uri"], registry_uri=None, artifact_location=None, experiment=EXPERIMENT, spec=spec,
                          adapter_dir=broken, base_model_dir=model_dirs[0], prompt_format="text", params={},

@@ -7,12 +7,13 @@ from mlflow import MlflowClient
 
 from ops.registry.register import mlflow_uris, register_once
 from ops.registry.spec import RegistrySpec
+from tests.tiny import write_tiny_report
 
 
 def test_config_a_then_b_then_a_again_names_a_s_version(tiny_quantized, tiny_adapter, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     report = tmp_path / "report.json"
-    report.write_text("{}")
+    write_tiny_report(report)
 
     def register(fingerprint: str) -> dict:
         return register_once(tracking_uri=uri, registry_uri=None, artifact_location=str(tmp_path / "artifacts"),

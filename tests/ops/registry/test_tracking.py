@@ -14,6 +14,9 @@ from ops.registry.tracking import (
     flatten_params,
     numeric_metrics,
     project_release,
+    run_description,
+    run_name,
+    short_number,
     start_run,
 )
 from ops.train.callbacks import MlflowLossCallback
@@ -53,6 +56,32 @@ def test_ensure_experiment_creates_once_with_its_artifact_location(tracking):
     experiment = client.get_experiment(first)
     assert experiment.name == "ensure-test" and experiment.artifact_location == artifacts
     assert ensure_experiment(client, "another") != first
+    # MLflow 3 opens an experiment on its GenAI traces page unless its kind says model training
+    assert experiment.tags["mlflow.experimentKind"] == "finetuning"
+
+
+def test_ensure_experiment_marks_an_existing_unmarked_experiment(tracking):
+    uri, _ = tracking
+    client = MlflowClient(uri)
+    old = client.create_experiment("made-by-hand")
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    assert ensure_experiment(client, "made-by-hand") == old
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "finetuning"
+
+
+def test_run_name_says_what_sets_the_run_apart():
+    defaults = {"r": 64, "alpha": 16, "learning_rate": 2e-4, "max_steps": None, "num_epochs": None, "seed": 0,
+                "target_modules": ["all-linear"], "dropout": 0.1}
+    settings = {**defaults, "r": 16, "max_steps": 600}
+    assert run_name(settings, defaults) == "r16-lr2e-4-600steps"
+    settings = {**defaults, "num_epochs": 3, "alpha": 32, "seed": 1, "dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+    assert run_name(settings, defaults) == "r64-lr2e-4-3ep-alpha=32-seed=1-target_modules=q_proj+v_proj-..."  # field order
+    assert short_number(0.001) == "0.001" and short_number(1e-5) == "1e-5" and short_number(True) == "true"
+
+
+def test_run_description_lists_changed_settings_and_inputs():
+    text = run_description({"r": 16, "seed": 0}, {"r": 64, "seed": 0}, {"dataset": "d" * 16})
+    assert "- `r`: 16 (default 64)" in text and "seed" not in text and f"- dataset: `{'d' * 16}`" in text
 
 
 def test_start_run_logs_flattened_params_and_tags_and_stays_open(tracking):

@@ -21,6 +21,7 @@ from ops.registry.register import mlflow_uris, register_adapter
 from ops.registry.spec import RegistrySpec
 from ops.serving.packaging import PACKAGE_DIR, package_serving_code, refuse_absolute_imports, serving_files
 from ops.serving.pyfunc_model import CHECKSUMS_ARTIFACT, CHECKSUMS_DIGEST_KEY, checksums_digest, verify_adapter
+from tests.tiny import write_tiny_report
 
 REQUEST = [{"instruction": "Give the first word.", "input": "quick brown fox"}]
 LOAD = """
@@ -72,7 +73,7 @@ def model_dir(tmp_path_factory, tiny_quantized, tiny_adapter) -> Path:
     root = tmp_path_factory.mktemp("model-code")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     report = root / "report.json"
-    report.write_text("{}")
+    write_tiny_report(report)
     info = register_adapter(tracking_uri=uri, registry_uri=None, artifact_location=str(root / "artifacts"),
                             experiment="model-code", spec=RegistrySpec(model_name="own-code"),
                             adapter_dir=tiny_adapter[0] / "adapter", base_model_dir=tiny_quantized[0] / "model",

@@ -28,6 +28,7 @@ from ops.registry.register import register_adapter
 from ops.registry.spec import RegistrySpec
 from ops.train.spec import TrainSpec
 from ops.train.trainer import train_adapter
+from tests.tiny import write_tiny_report
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -130,7 +131,7 @@ def server(tmp_path_factory, tiny_quantized, adapter_dir):
                   "--port", url.rsplit(":", 1)[1], "--workers", "1"], url, root / "server.log", env, 90)
     try:
         report = root / "report.json"
-        report.write_text("{}")
+        write_tiny_report(report)
         register_adapter(tracking_uri=url, registry_uri=None, artifact_location=None, experiment="serving",
                          spec=RegistrySpec(model_name="tiny-served", alias="candidate"),
                          adapter_dir=adapter_dir, base_model_dir=tiny_quantized[0] / "model",

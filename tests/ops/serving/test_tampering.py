@@ -8,6 +8,7 @@ import pytest
 from ops.core.fingerprint import ChecksumMismatch, file_checksums, verify_checksums
 from ops.registry.register import mlflow_uris, register_adapter
 from ops.registry.spec import RegistrySpec
+from tests.tiny import write_tiny_report
 
 
 def test_verify_checksums_names_changed_and_added_files(tmp_path):
@@ -24,7 +25,7 @@ def test_verify_checksums_names_changed_and_added_files(tmp_path):
 def test_loading_a_tampered_registered_adapter_fails(tiny_quantized, tiny_adapter, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     report = tmp_path / "report.json"
-    report.write_text("{}")
+    write_tiny_report(report)
     info = register_adapter(
         tracking_uri=uri, registry_uri=None, artifact_location=str(tmp_path / "artifacts"), experiment="tamper",
         spec=RegistrySpec(model_name="tamper"), adapter_dir=tiny_adapter[0] / "adapter",
