@@ -75,8 +75,9 @@ def draw_counts(sizes: list[int], specs: list[SourceSpec], cap: int | None) -> l
     scaled down in proportion when `cap` (DataSpec.max_rows) is below the total."""
     if specs[0].share is not None:  # DataSpec checked that all sources have one
         # 1e-9: 30 / 0.3 is 99.999...; a float's error must not cost a row
-        total = min(math.floor(n / s.share + 1e-9) for n, s in zip(sizes, specs))
-        counts = allocate(min(total, cap or total), [s.share for s in specs])
+        shares = [s.share / sum(x.share for x in specs) for s in specs]  # normalized: 0.33 x 3 is a third each
+        total = min(math.floor(n / share + 1e-9) for n, share in zip(sizes, shares))
+        counts = allocate(min(total, cap or total), shares)
         return [min(c, n) for c, n in zip(counts, sizes)]
     counts = [min(n, s.max_rows or n) for n, s in zip(sizes, specs)]
     return allocate(cap, counts) if cap is not None and sum(counts) > cap else counts

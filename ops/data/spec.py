@@ -26,7 +26,7 @@ class SourceSpec(BaseModel):
     hub_revision: Optional[str] = Field(None, description="Git revision of a hub dataset, for reproducibility.")
     columns: dict[str, str] = Field(default_factory=dict, description=COLUMNS_HELP)
     share: Optional[float] = Field(None, description="Fraction of the mixture's rows drawn from this source, in (0, 1]; "
-                                   "give every source a share (summing to 1) or none.")
+                                   "give every source a share (summing to 1 within 0.01; they are normalized) or none.")
     max_rows: Optional[int] = Field(None, description="Draw at most this many rows from this source (seeded sample); "
                                     "ignored when shares are given.")
 
@@ -101,7 +101,7 @@ class DataSpec(BaseModel):
             if missing:
                 raise ValueError(f"give every mixture source a share or none: source {missing[0]} "
                                  f"({v[missing[0] - 1].source}) has none")
-            if abs(sum(shares) - 1) > SHARE_SUM_TOLERANCE:
+            if abs(sum(shares) - 1) > SHARE_SUM_TOLERANCE + 1e-9:  # 1e-9: 0.33 * 3 is 0.98999...
                 raise ValueError(f"mixture shares must sum to 1, got {' + '.join(f'{x:g}' for x in shares)} = "
                                  f"{sum(shares):g}")
         return v
