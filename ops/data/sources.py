@@ -171,7 +171,7 @@ def detect_format(rows: list[dict]) -> str:
             return fmt
     raise DataError(
         f"cannot detect the data format from row 1's columns {sorted(keys)}; expected the columns of one of: "
-        f"{FORMAT_COLUMNS}. Map the columns (columns: {{yours: theirs}}) or set the format explicitly."
+        f"{FORMAT_COLUMNS}. Map your columns onto these (the columns setting) or set the format explicitly."
     )
 
 
