@@ -161,3 +161,12 @@ def test_shares_may_be_rounded():
     spec = DataSpec(mixture=[{"source": s, "share": 0.33} for s in ("a", "b", "c")])
     assert len(spec.sources()) == 3
     assert draw_counts([10, 50, 50], spec.sources(), None) == [10, 10, 10]
+
+
+def test_a_hub_source_in_a_mixture_loads_through_datasets_with_its_own_split_and_revision(two_files):
+    a, _ = two_files  # the hub is unreachable here (conftest sets HF_DATASETS_OFFLINE): the real call fails fast
+    spec = DataSpec(mixture=[{"source": str(a)},
+                             {"source": "nobody/no-such-dataset", "hub_split": "validation", "hub_revision": "v1"}])
+    with pytest.raises(DataError, match=r"could not load hub dataset 'nobody/no-such-dataset' \(split 'validation', "
+                                        r"revision v1\): the hub could not be reached"):
+        load_parts(spec, log=lambda _: None)
