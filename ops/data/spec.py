@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..core.store import StepSummary
 from ..core.validation import positive
@@ -18,6 +18,8 @@ COLUMNS_HELP = ("Rename columns before the format is detected: source column -> 
 
 class SourceSpec(BaseModel):
     """One source of a mixture: where its rows come from, how to read them, and how many of them to use."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelled `shar:` must not silently mean "no share"
 
     source: str = Field(..., description="'bundled', a local file or folder (.jsonl, .json, .csv, .parquet) or a "
                         "`datasets` hub id.")
@@ -90,8 +92,9 @@ class DataSpec(BaseModel):
         """One of `source` and `mixture` decides; shares are all given (summing to 1) or none."""
         if not v:
             return v
-        single = {k: info.data.get(k) for k in ("source", "format", "columns")}
-        if single != {"source": "bundled", "format": "auto", "columns": {}}:
+        unset = {"source": "bundled", "format": "auto", "columns": {}}
+        single = {k: info.data.get(k, unset[k]) for k in unset}  # a field that failed its own check is not in data
+        if single != unset:
             set_ = ", ".join(f"{k}={val!r}" for k, val in single.items() if val not in ("bundled", "auto", {}))
             raise ValueError(f"give either source or mixture, not both: {set_} is set beside a mixture of {len(v)}; "
                              "move it into the mixture")
