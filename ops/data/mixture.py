@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .sharegpt import to_chat
-from .sources import DataError, apply_columns, detect_format, load_rows, validate_rows
+from .columns import apply_columns
+from .sources import DataError, detect_format, load_rows, validate_rows
 from .spec import DataSpec, SourceSpec
 
 # Formats a chat mixture can turn into one-turn conversations, so the model is trained and served in one format.

@@ -10,7 +10,8 @@ import pytest
 from ops.data.mixture import read_source
 from ops.data.preparation import load_prepared, prepare_dataset
 from ops.data.sharegpt import to_chat
-from ops.data.sources import DataError, apply_columns, detect_format
+from ops.data.columns import apply_columns
+from ops.data.sources import DataError, detect_format
 from ops.data.spec import DataSpec, SourceSpec
 
 COLORS = ("red", "green", "blue", "black", "white", "brown", "pink", "grey")
@@ -117,3 +118,9 @@ def test_a_row_missing_a_mapped_column_is_named_by_its_row(tmp_path):
     path = jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}, {"answer": "b"}])
     with pytest.raises(DataError, match=rf"^dataset {path}, row 2: missing required field 'instruction' \(format alpaca\)$"):
         read_source(SourceSpec(source=str(path), columns={"question": "instruction", "answer": "output"}))
+
+
+def test_two_columns_mapped_to_one_field_are_refused():
+    with pytest.raises(DataError, match=r"^dataset d: columns maps 'q', 'question' all to 'instruction'; map one column"):
+        apply_columns([{"q": "a", "question": "b", "output": "o"}], {"q": "instruction", "question": "instruction"},
+                      "dataset d")
