@@ -30,7 +30,7 @@ class SourceSpec(BaseModel):
     share: Optional[float] = Field(None, description="Fraction of the mixture's rows drawn from this source, in (0, 1]; "
                                    "give every source a share (summing to 1 within 0.01; they are normalized) or none.")
     max_rows: Optional[int] = Field(None, description="Draw at most this many rows from this source (seeded sample); "
-                                    "ignored when shares are given.")
+                                    "instead of a share.")
 
     @field_validator("share")
     @classmethod
@@ -41,7 +41,9 @@ class SourceSpec(BaseModel):
 
     @field_validator("max_rows")
     @classmethod
-    def _source_max_rows(cls, v: Optional[int]) -> Optional[int]:
+    def _source_max_rows(cls, v: Optional[int], info: ValidationInfo) -> Optional[int]:
+        if v is not None and info.data.get("share") is not None:
+            raise ValueError(f"give a source a share or max_rows, not both (share={info.data['share']:g}, max_rows={v})")
         return v if v is None else int(positive("max_rows", v))
 
 

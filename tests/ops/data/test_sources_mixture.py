@@ -149,6 +149,8 @@ def test_a_single_source_is_a_one_source_mixture_with_all_rows(two_files, tokeni
     ({"mixture": [{"source": "a.jsonl", "share": 1.5}]}, "share must be in (0, 1], got 1.5"),
     ({"mixture": [{"source": "a.jsonl", "max_rows": 0}]}, "max_rows must be > 0, got 0"),
     ({"mixture": [{"source": "a.jsonl", "shar": 0.5}]}, "Extra inputs are not permitted"),
+    ({"mixture": [{"source": "a.jsonl", "share": 1, "max_rows": 5}]},
+     "give a source a share or max_rows, not both (share=1, max_rows=5)"),
     ({"source": "x.jsonl", "mixture": [{"source": "a.jsonl"}]},
      "give either source or mixture, not both: source='x.jsonl' is set beside a mixture of 1; move it into the mixture"),
 ])
