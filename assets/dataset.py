@@ -1,6 +1,7 @@
 """training_dataset: load, validate, render, tokenize, mask and split the fine-tuning data."""
 
 import dagster as dg
+from pydantic import Field
 
 from assets.common import StepConfig, md_table, step_output, typed_metadata
 from ops.core.code_version import asset_code_version
@@ -8,7 +9,7 @@ from ops.core.fingerprint import fingerprint
 from ops.core.store import materialize
 from ops.data.preparation import prepare_dataset
 from ops.data.sources import source_identity
-from ops.data.spec import DatasetSummary, DataSpec
+from ops.data.spec import DatasetSummary, DataSpec, SourceSpec
 from ops.model.loading import load_tokenizer
 from resources import ArtifactStoreResource, BaseModelResource
 
@@ -16,8 +17,19 @@ from resources import ArtifactStoreResource, BaseModelResource
 CODE_VERSION = asset_code_version(__file__, ("datasets", "tokenizers", "transformers"))
 
 
+class SourceConfig(dg.Config, SourceSpec):
+    """One source of a mixture (Dagster takes nested settings only as dg.Config classes)."""
+
+
 class DatasetConfig(StepConfig, DataSpec):
-    pass
+    mixture: list[SourceConfig] = Field(default_factory=list, description=DataSpec.model_fields["mixture"].description)
+
+
+def source_rows(summary: DatasetSummary) -> list[dict]:
+    """One table row per source: its format, rows (loaded, drawn, kept), share of the kept rows and tokens."""
+    return [{"source": s.source, "format": s.format, "rows_loaded": s.rows_loaded, "rows_drawn": s.rows_drawn,
+             "rows": s.rows, "share": s.share, "tokens": s.tokens, "target_tokens": s.target_tokens}
+            for s in summary.sources]
 
 
 @dg.asset(group_name="qlora", kinds={"huggingface", "python"}, code_version=CODE_VERSION)
@@ -34,6 +46,12 @@ def training_dataset(
 
     result = materialize(store.store(), "training_dataset", fp, work, DatasetSummary, force=config.force,
                          log=context.log.info, config=spec.model_dump())
-    return step_output(result, typed_metadata(
-        result.summary, "format", "rows", "train_rows", "eval_rows", "tokens", "truncated_rows", "duplicates_dropped",
-        preview=dg.MetadataValue.md(md_table(result.summary.preview))))
+    # markdown tables beside typed_metadata, which would turn a MetadataValue into its repr string
+    return step_output(result, {
+        **typed_metadata(result.summary, "format", "rows", "train_rows", "eval_rows", "tokens", "truncated_rows",
+                         "duplicates_dropped"),
+        "preview": dg.MetadataValue.md(md_table(result.summary.preview)),
+        "sources": dg.MetadataValue.md(md_table(source_rows(result.summary))),
+        **{f"rows/{i}": dg.MetadataValue.int(s.rows) for i, s in enumerate(result.summary.sources, 1)},
+        **{f"tokens/{i}": dg.MetadataValue.int(s.tokens) for i, s in enumerate(result.summary.sources, 1)},
+    })

@@ -59,6 +59,10 @@ def conversation(i: int, thought: str = "") -> dict:
                          {"role": "user", "content": "Again."}, {"role": "assistant", "content": "Done."}]}
 
 
+def mixture(sources: list[dict]) -> dict:
+    return {"ops": {"training_dataset": {"config": {"mixture": sources, "max_rows": 80, "max_seq_len": 48}}}}
+
+
 def copy_base(tiny: Path, folder: Path, change: Callable[[Path], None]) -> str:
     target = folder / "models" / "m"
     shutil.copytree(tiny, target)
@@ -90,8 +94,26 @@ CASES = [
     Case("the wrong column names", {"data/x.jsonl": jsonl([{"question": "q", "answer": "a"}])}, data("data/x.jsonl"),
          "error: step training_dataset failed: DataError: cannot detect the data format from row 1's columns "
          "['answer', 'question']; expected the columns of one of: alpaca (instruction, output[, input]), chat "
-         "(messages), prompt_completion (prompt, completion), text (text). Rename the columns or set the format "
-         "explicitly."),
+         "(messages), sharegpt (conversations), prompt_completion (prompt, completion), text (text). Map your columns "
+         "onto these (the columns setting) or set the format explicitly."),
+    Case("a mapped column that no row has", {"data/x.jsonl": jsonl([{"question": "q", "answer": "a"}])},
+         data("data/x.jsonl", columns={"question": "instruction", "reply": "output"}),
+         "error: step training_dataset failed: DataError: dataset data/x.jsonl: mapped column 'reply' (-> 'output') is "
+         "in no row; its columns are ['answer', 'question']"),
+    Case("a ShareGPT turn from an unknown speaker",
+         {"data/x.jsonl": jsonl([{"conversations": [{"from": "human", "value": "Hi."}, {"from": "bot", "value": "Hello."}]}])},
+         data("data/x.jsonl"),
+         "error: step training_dataset failed: DataError: dataset data/x.jsonl, row 1: conversation turn 2 is from 'bot'; "
+         "the ShareGPT speakers are human, user, gpt, assistant, function_call, system, tool, observation, function "
+         "(format sharegpt)"),
+    Case("mixture shares that do not sum to 1", {},
+         mixture([{"source": "data/a.jsonl", "share": 0.5}, {"source": "data/b.jsonl", "share": 0.3}]),
+         "  ops.training_dataset.config.mixture: mixture shares must sum to 1, got 0.5 + 0.3 = 0.8"),
+    Case("a bad row in a mixture's second source",
+         {"data/a.jsonl": jsonl(rows(30)), "data/b.jsonl": jsonl([ALPACA, {"instruction": "Say it."}])},
+         mixture([{"source": "data/a.jsonl"}, {"source": "data/b.jsonl"}]),
+         "error: step training_dataset failed: DataError: dataset data/b.jsonl, row 2: missing required field "
+         "'output' (format alpaca)"),
     Case("a row missing a field", {"data/x.jsonl": jsonl([ALPACA, {"instruction": "Say it."}])}, data("data/x.jsonl"),
          "error: step training_dataset failed: DataError: dataset data/x.jsonl, row 2: missing required field "
          "'output' (format alpaca)"),

@@ -15,9 +15,10 @@ import datasets
 
 from .chat_template import stop_token_ids
 from .conversation import HistoryRewritten, Segment, TrainOnTurns
+from .mixture import Part, load_parts
 from .prompt_formats import Rendered, common_system_message, render_training
-from .sources import DataError, detect_format, load_rows, unused_columns, validate_rows
-from .spec import DatasetSummary, DataSpec
+from .sources import DataError, unused_columns
+from .spec import DatasetSummary, DataSpec, SourceSummary
 from .tokens import IGNORE_INDEX, with_bos
 
 PREVIEW_ROWS = 5
@@ -194,26 +195,29 @@ def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable
     Raises:
         DataError: a missing or unreadable source, a bad row (named with its line), or fewer than 2 usable rows.
     """
-    rows = load_rows(spec)
-    fmt = detect_format(rows) if spec.format == "auto" else spec.format
-    validate_rows(rows, fmt, where=f"dataset {spec.source}")
+    parts, fmt = load_parts(spec, log)
+    rows = [row for p in parts for row in p.rows]
     ignored = unused_columns(rows, fmt)
     if ignored:
         names = ", ".join(repr(c) if c else "'' (unnamed: a saved index?)" for c in ignored)
         log(f"ignoring columns that format {fmt} does not use: {names}")
-    all_pairs = render_rows(rows, list(range(1, len(rows) + 1)), fmt, tokenizer, spec.train_on_turns)
+    all_pairs = [pair for p in parts
+                 for pair in _render_part(p, fmt, tokenizer, spec.train_on_turns, named=bool(spec.mixture))]
     unique = dedupe(all_pairs)
     duplicates = len(rows) - len(unique)
     kept = unique[: spec.max_rows]  # max_rows=None keeps all
-    log(f"loaded {len(rows)} rows from {spec.source} ({fmt}); {duplicates} exact duplicates dropped")
+    origin = [k for k, p in enumerate(parts) for _ in p.rows]  # row -> its part
+    what = spec.source if not spec.mixture else f"a mixture of {len(parts)} sources"
+    log(f"loaded {len(rows)} rows from {what} ({fmt}); {duplicates} exact duplicates dropped")
     pairs = [all_pairs[i] for i in kept]
-    examples, counts = tokenize_pairs(pairs, tokenizer, spec)
-    tokens = sum(len(e["input_ids"]) for e in examples)
-    targets = sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples)
+    examples, counts, sources = _tokenize_by_part(parts, [[all_pairs[i] for i in kept if origin[i] == k]
+                                                          for k in range(len(parts))], tokenizer, spec)
+    tokens = sum(s.tokens for s in sources)
+    targets = sum(s.target_tokens for s in sources)
     log(f"tokenized {len(examples)} rows: {tokens} tokens, {targets} target tokens; "
         f"{counts['truncated_rows']} truncated to {spec.max_seq_len}, {counts['dropped_no_target']} dropped with no target left")
     if len(examples) < 2:
-        longest = max(tokens_before_target(parts, tokenizer) for parts in segment_ids(pairs, tokenizer))
+        longest = max(tokens_before_target(ids, tokenizer) for ids in segment_ids(pairs, tokenizer))
         raise too_few_rows(len(rows), duplicates, counts, len(examples), longest, spec)
     train_idx, eval_idx = split_indices(len(examples), spec.eval_fraction, spec.seed)
     splits = datasets.DatasetDict({
@@ -239,7 +243,35 @@ def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable
         max_seq_len=spec.max_seq_len,
         system_message=common_system_message([rows[i] for i in kept], fmt),  # serving's default (chat data)
         preview=[{"prompt": _clip(e["prompt"]), "completion": _clip(e["completion"])} for e in examples[:PREVIEW_ROWS]],
+        sources=sources,
     )
+
+
+def _render_part(part: Part, fmt: str, tokenizer: Any, turns: TrainOnTurns, named: bool) -> list[Rendered]:
+    """A source's rows rendered for training; in a mixture, a row error also names the source's file."""
+    try:
+        return render_rows(part.rows, part.row_numbers, fmt, tokenizer, turns)
+    except DataError as e:
+        if named:
+            raise DataError(f"{part.where}, {e}") from None
+        raise
+
+
+def _tokenize_by_part(parts: list[Part], pairs_by_part: list[list[Rendered]], tokenizer: Any,
+                      spec: DataSpec) -> tuple[list[dict], dict[str, int], list[SourceSummary]]:
+    """Tokenized examples of every part in order, the summed truncation counts, and each source's rows and tokens."""
+    examples, counts, sources = [], {"truncated_rows": 0, "dropped_no_target": 0}, []
+    for part, pairs in zip(parts, pairs_by_part):
+        got, c = tokenize_pairs(pairs, tokenizer, spec) if pairs else ([], {k: 0 for k in counts})
+        examples += got
+        counts = {k: counts[k] + c[k] for k in counts}
+        sources.append(SourceSummary(
+            source=part.spec.source, format=part.own_format, rows_loaded=part.rows_loaded, rows_drawn=len(part.rows),
+            rows=len(got), share=0.0, tokens=sum(len(e["input_ids"]) for e in got),
+            target_tokens=sum(sum(label != IGNORE_INDEX for label in e["labels"]) for e in got)))
+    for s in sources:
+        s.share = s.rows / len(examples) if examples else 0.0
+    return examples, counts, sources
 
 
 def load_prepared(dataset_dir: Path) -> datasets.DatasetDict:

@@ -55,7 +55,14 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def with_source(run_config: dict[str, Any], source: str) -> dict[str, Any]:
-    """The run config with training_dataset's source set to the watched one, so the run trains on what changed."""
+    """The run config with training_dataset's source set to the watched one, so the run trains on what changed.
+
+    A recipe with a `mixture` is kept as it is: the mixture names its sources, and its fingerprint covers all of
+    them (setting `source` beside it would be refused); watch one of its sources to retrain when that one changes.
+    """
+    data = ((run_config.get("ops") or {}).get("training_dataset") or {}).get("config") or {}
+    if data.get("mixture"):
+        return copy.deepcopy(run_config)
     return deep_merge(run_config, {"ops": {"training_dataset": {"config": {"source": source}}}})
 
 

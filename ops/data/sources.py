@@ -16,7 +16,8 @@ from typing import Any
 from ..core.fingerprint import hash_file, hash_tree
 from ..core.paths import BUNDLED_DATASET
 from .prompt_formats import FORMATS, REQUIRED_FIELDS
-from .spec import DataSpec
+from .sharegpt import FIELD as SHAREGPT_FIELD
+from .spec import DataSpec, SourceSpec
 
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -26,7 +27,11 @@ UTF8_BOM = b"\xef\xbb\xbf"
 MAX_ROW_CHARS = 1_000_000
 # Chat roles the pipeline can render and mask; `tool` also needs a template that knows it (ops/data/preparation.py).
 CHAT_ROLES = ("system", "user", "assistant", "tool")
-FORMAT_COLUMNS = "alpaca (instruction, output[, input]), chat (messages), prompt_completion (prompt, completion), text (text)"
+FORMAT_COLUMNS = ("alpaca (instruction, output[, input]), chat (messages), sharegpt (conversations), "
+                  "prompt_completion (prompt, completion), text (text)")
+# Detection order: the first format whose columns row 1 has.
+DETECTED = (("chat", ("messages",)), ("sharegpt", (SHAREGPT_FIELD,)), ("alpaca", REQUIRED_FIELDS["alpaca"]),
+            ("prompt_completion", REQUIRED_FIELDS["prompt_completion"]), ("text", REQUIRED_FIELDS["text"]))
 
 
 class DataError(ValueError):
@@ -119,7 +124,7 @@ def _read_parquet(path: Path) -> list[dict]:
 READERS = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
 
 
-def _load_hub(spec: DataSpec) -> list[dict]:
+def _load_hub(spec: DataSpec | SourceSpec) -> list[dict]:
     import datasets
 
     try:
@@ -139,7 +144,7 @@ def _read_file(path: Path) -> list[dict]:
     return reader(path)
 
 
-def load_rows(spec: DataSpec) -> list[dict]:
+def load_rows(spec: DataSpec | SourceSpec) -> list[dict]:
     """Read every example of `spec.source` as a list of dicts; an empty dataset is an error."""
     path = resolve_source(spec.source)
     if path is None:
@@ -161,12 +166,12 @@ def detect_format(rows: list[dict]) -> str:
     if not rows:
         raise DataError("cannot detect the data format of an empty dataset")
     keys = set(rows[0])
-    for fmt in ("chat", "alpaca", "prompt_completion", "text"):
-        if set(REQUIRED_FIELDS[fmt]) <= keys:
+    for fmt, fields in DETECTED:
+        if set(fields) <= keys:
             return fmt
     raise DataError(
         f"cannot detect the data format from row 1's columns {sorted(keys)}; expected the columns of one of: "
-        f"{FORMAT_COLUMNS}. Rename the columns or set the format explicitly."
+        f"{FORMAT_COLUMNS}. Map your columns onto these (the columns setting) or set the format explicitly."
     )
 
 
@@ -225,8 +230,11 @@ def validate_rows(rows: list[dict], fmt: str, where: str = "") -> None:
             raise DataError(f"{prefix}row {n}: {problem} (format {fmt})")
 
 
-def source_identity(spec: DataSpec) -> dict[str, str]:
-    """What identifies the data's content, for the dataset's fingerprint: a file hash, or a hub id and revision."""
+def source_identity(spec: DataSpec | SourceSpec) -> dict:
+    """What identifies the data's content, for the dataset's fingerprint: a file hash, or a hub id and revision;
+    for a mixture, `{"mixture": [...]}` with one such identity per source, in order."""
+    if isinstance(spec, DataSpec) and spec.mixture:
+        return {"mixture": [source_identity(s) for s in spec.mixture]}
     path = resolve_source(spec.source)
     if path is None:
         return {"source": spec.source, "revision": spec.hub_revision or "main", "split": spec.hub_split}

@@ -58,7 +58,7 @@ def test_unknown_literals_are_rejected_with_the_allowed_values():
     text = error_of(QuantSpec, quant_type="int3")
     assert "quant_type" in text and "'int3'" in text and "'nf4' or 'fp4'" in text
     assert "compute_dtype" in error_of(QuantSpec, compute_dtype="int8")
-    assert "'auto', 'alpaca', 'chat', 'prompt_completion' or 'text'" in error_of(DataSpec, format="xml")
+    assert "'auto', 'alpaca', 'chat', 'sharegpt', 'prompt_completion' or 'text'" in error_of(DataSpec, format="xml")
     assert "lr_scheduler" in error_of(TrainSpec, lr_scheduler="exponential")
 
 

@@ -181,8 +181,8 @@ def test_validation_error_can_name_the_dataset():
 
 
 def test_unknown_format_name():
-    with pytest.raises(DataError, match=r"unknown data format 'sharegpt'; expected one of alpaca, chat, prompt_completion, text"):
-        validate_rows([CHAT], "sharegpt")
+    with pytest.raises(DataError, match=r"unknown data format 'oasst'; expected one of alpaca, chat, prompt_completion, text"):
+        validate_rows([CHAT], "oasst")
 
 
 def test_source_identity_follows_file_content(tmp_path):
