@@ -91,7 +91,7 @@ class TrainResult(StepSummary):
     final_loss: float  # nats, the last logged training loss
     mean_train_loss: float  # nats, over this process's steps
     loss_history: list[tuple[int, float]]  # (step, loss in nats) at each logging step
-    tokens_per_second: float
+    tokens_per_second: float  # real (non-padding) tokens per wall second since training began
     train_tokens: int
     peak_memory_bytes: int
     optimizer: str  # what actually ran (a paged optimizer falls back to non-paged state on a CPU)

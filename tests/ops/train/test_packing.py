@@ -195,6 +195,31 @@ def test_refuses_attention_that_does_not_keep_examples_apart(base_fp32):
         check_packing_support(model, FP32_CPU)
 
 
+def causal_only_attention(module, query, key, value, attention_mask, **kwargs):
+    """sdpa with a plain causal mask, whatever mask transformers built: an attention that ignores packing."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    kwargs.pop("is_causal", None)
+    return sdpa_attention_forward(module, query, key, value, None, is_causal=True, **kwargs)
+
+
+def test_the_check_on_the_model_refuses_attention_that_crosses_examples(base_fp32, monkeypatch):
+    """Past the list of names, the check runs the model: an allowed name whose attention crosses examples is refused."""
+    from transformers import AttentionInterface
+
+    from ops.train import packing
+
+    AttentionInterface.register("causal_only", causal_only_attention)
+    monkeypatch.setattr(packing, "PACKING_ATTENTION", (*packing.PACKING_ATTENTION, "causal_only"))
+    model = load_quantized_model(base_fp32, FP32_CPU)
+    model.set_attn_implementation("causal_only")
+    assert packed_logprob_gap(model) > 0.1
+    with pytest.raises(ValueError, match=r"packing refused: LlamaForCausalLM with causal_only attention lets packed "
+                                         r"examples see each other \(log-probabilities differ by [0-9.]+ > 0.001\); "
+                                         r"set packing: false"):
+        check_packing_support(model, FP32_CPU)
+
+
 def sampled_batches(model_dir, dataset_dir, tmp_path, group: bool) -> tuple[list[list[int]], float]:
     """The first 8 batches of 8 the Trainer's own train dataloader draws, as row lengths, and their padding share."""
     data = load_prepared(dataset_dir)["train"].select_columns(list(MODEL_COLUMNS))
