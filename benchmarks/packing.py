@@ -83,7 +83,7 @@ def measure(name: str, fields: dict, seed: int, model_dir: Path, data_dir: Path,
 
 
 def run() -> dict:
-    """Train the four ways and compare; the figures are this machine's measurements."""
+    """Train the five ways and compare; the figures are this machine's measurements."""
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", message="Paged optimizers are not supported on CPU")
@@ -131,7 +131,8 @@ def run() -> dict:
         "met": met,
         "figures": figures,
         "table": table,
-        "notes": (f"Speedups are against the mean of the two padded runs. {STEPS} QLoRA steps of 16 rows each on the embedded 4-layer 256-wide Llama, {device.type} "
+        "notes": (f"Speedups are against the mean of the two padded runs. {STEPS} QLoRA steps of 16 rows each on "
+                  f"the embedded 4-layer 256-wide Llama, {device.type} "
                   f"{device.dtype_name}, {os.environ.get('OMP_NUM_THREADS', 'default')} OMP threads; real tokens "
                   f"exclude padding. Packing keeps each step's examples and target tokens (the loss per step is the "
                   f"padded one's), so its eval loss differs only by dropout draws; grouping changes which examples "

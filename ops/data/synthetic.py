@@ -69,7 +69,8 @@ def generate_variable_length(n_rows: int = 600, min_words: int = 1, max_words: i
     for _ in range(n_rows):
         n, start = rng.randint(min_words, max_words), rng.randrange(len(WORDS))
         words = [WORDS[(start + 1 + k) % len(WORDS)] for k in range(n)]
-        rows.append({"instruction": f"List the {n} words that follow.", "input": WORDS[start], "output": " ".join(words)})
+        rows.append({"instruction": f"List the {n} words that follow.", "input": WORDS[start],
+                     "output": " ".join(words)})
     return rows
 
 

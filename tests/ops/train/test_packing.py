@@ -25,7 +25,7 @@ from ops.train.packing import (
     check_packing_support,
     pack_batch,
     pack_into_rows,
-    packed_logprob_gap,
+    packed_logprob_gaps,
 )
 from ops.train.spec import TrainSpec
 from ops.train.trainer import build_training_args, train_adapter
@@ -113,6 +113,21 @@ def per_example_alone(model, rows: list[dict]) -> list[torch.Tensor]:
     return out
 
 
+def test_variable_length_rows_span_1_to_200_words_and_are_learnable_sequences():
+    from ops.data.synthetic import WORDS
+
+    rows = generate_variable_length(600)
+    counts = [len(r["output"].split()) for r in rows]
+    assert min(counts) <= 5 and max(counts) >= 195 and all(1 <= c <= 200 for c in counts)
+    assert rows == generate_variable_length(600)  # seeded
+    row = rows[0]
+    start = WORDS.index(row["input"])
+    assert row["output"].split()[:2] == [WORDS[(start + 1) % len(WORDS)], WORDS[(start + 2) % len(WORDS)]]
+    assert row["instruction"] == f"List the {counts[0]} words that follow."
+    with pytest.raises(ValueError, match="need 1 <= min_words <= max_words, got min_words=0, max_words=5"):
+        generate_variable_length(3, min_words=0, max_words=5)
+
+
 def test_pack_into_rows_is_first_fit_decreasing():
     assert pack_into_rows([5, 9, 3, 4, 1], capacity=9) == [[1], [0, 3], [2, 4]]
     rows = pack_into_rows([7, 2, 2, 6, 1, 5, 3], capacity=7)
@@ -172,7 +187,8 @@ def test_packed_per_example_losses_equal_unpacked_with_flash_attention_2(base_fp
 def test_with_a_cache_packed_examples_see_each_other(base_fp32):
     """Why packing turns the cache off: with one, transformers builds a plain causal mask over the packed row."""
     model = load_quantized_model(base_fp32, FP32_CPU)
-    assert packed_logprob_gap(model) < 1e-4
+    gap, crossing = packed_logprob_gaps(model)
+    assert gap < 1e-4 and crossing > 0.1
     model.config.use_cache = True  # what from_pretrained leaves for a Llama; the eval loop would then make a cache
     with torch.no_grad():
         ids = torch.randint(4, 500, (1, 21))
@@ -213,10 +229,11 @@ def test_the_check_on_the_model_refuses_attention_that_crosses_examples(base_fp3
     monkeypatch.setattr(packing, "PACKING_ATTENTION", (*packing.PACKING_ATTENTION, "causal_only"))
     model = load_quantized_model(base_fp32, FP32_CPU)
     model.set_attn_implementation("causal_only")
-    assert packed_logprob_gap(model) > 0.1
+    gap, crossing = packed_logprob_gaps(model)
+    assert gap == pytest.approx(crossing) and gap > 0.1
     with pytest.raises(ValueError, match=r"packing refused: LlamaForCausalLM with causal_only attention lets packed "
-                                         r"examples see each other \(log-probabilities differ by [0-9.]+ > 0.001\); "
-                                         r"set packing: false"):
+                                         r"examples see each other \(packed log-probabilities move by [0-9.]+, "
+                                         r"attention across the examples moves them by [0-9.]+\); set packing: false"):
         check_packing_support(model, FP32_CPU)
 
 
