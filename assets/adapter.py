@@ -48,6 +48,6 @@ def qlora_adapter(
                          config=spec.model_dump())
     s = result.summary
     return step_output(result, typed_metadata(
-        s, "trainable_params", "steps", "final_loss", "tokens_per_second", "wall_seconds", "optimizer", "device",
-        "compute_dtype", "mlflow_run_id", trainable_share_pct=100 * s.trainable_share,
+        s, "trainable_params", "steps", "final_loss", "tokens_per_second", "padding_share", "wall_seconds", "optimizer",
+        "device", "compute_dtype", "mlflow_run_id", trainable_share_pct=100 * s.trainable_share,
         peak_memory_mb=s.peak_memory_bytes / 2**20))

@@ -46,6 +46,34 @@ def generate(n_rows: int = 1500, seed: int = 1234) -> list[dict[str, str]]:
     return rows
 
 
+def generate_variable_length(n_rows: int = 600, min_words: int = 1, max_words: int = 200,
+                             seed: int = 1234) -> list[dict[str, str]]:
+    """Rows whose outputs run from `min_words` to `max_words` words (uniform), for packing and length grouping.
+
+    Each row asks for the words that follow a given one in `WORDS` (wrapping around), so the answer is
+    deterministic and learnable; only its length varies, which is what makes padded batches wasteful.
+
+    Args:
+        n_rows: rows to generate.
+        min_words, max_words: bounds of the output length in words, both included.
+        seed: seed of the lengths and start words.
+    Returns:
+        alpaca-format rows (instruction, input, output).
+    Raises:
+        ValueError: bounds that are not 1 <= min_words <= max_words.
+    """
+    if not 1 <= min_words <= max_words:
+        raise ValueError(f"need 1 <= min_words <= max_words, got min_words={min_words}, max_words={max_words}")
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n_rows):
+        n, start = rng.randint(min_words, max_words), rng.randrange(len(WORDS))
+        words = [WORDS[(start + 1 + k) % len(WORDS)] for k in range(n)]
+        rows.append({"instruction": f"List the {n} words that follow.", "input": WORDS[start],
+                     "output": " ".join(words)})
+    return rows
+
+
 def write_jsonl(rows: list[dict[str, str]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

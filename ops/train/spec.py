@@ -56,6 +56,18 @@ class TrainSpec(LoraSpec):
     save_steps: int = Field(100, description="Save a resumable checkpoint every N steps.")
     logging_steps: int = Field(10, description="Log loss every N steps.")
     seed: int = Field(0, description="Seed of LoRA init, dropout and data order.")
+    packing: bool = Field(
+        False,
+        description="Pack each batch's examples into shared rows (position ids restart per example, attention never "
+                    "crosses examples): the same examples and loss per step with little padding. Needs eager or sdpa "
+                    "attention (flash_attention_2 on CUDA); refused, with the reason, where the model's attention "
+                    "does not keep examples apart.",
+    )
+    group_by_length: bool = Field(
+        False,
+        description="Draw batches of similar length (transformers' LengthGroupedSampler) to cut padding; changes "
+                    "which examples share a step, randomly still.",
+    )
 
     @field_validator("max_steps", "batch_size", "grad_accum", "learning_rate", "save_steps", "logging_steps", "max_grad_norm")
     @classmethod
@@ -79,7 +91,7 @@ class TrainResult(StepSummary):
     final_loss: float  # nats, the last logged training loss
     mean_train_loss: float  # nats, over this process's steps
     loss_history: list[tuple[int, float]]  # (step, loss in nats) at each logging step
-    tokens_per_second: float
+    tokens_per_second: float  # real (non-padding) tokens per wall second since training began
     train_tokens: int
     peak_memory_bytes: int
     optimizer: str  # what actually ran (a paged optimizer falls back to non-paged state on a CPU)
@@ -89,3 +101,4 @@ class TrainResult(StepSummary):
     wall_seconds: float
     mlflow_run_id: Optional[str] = None  # the run the per-step loss went to, when tracked
     tracking_uri: Optional[str] = None  # that run's server, credentials removed
+    padding_share: float = 0.0  # padding positions / all positions in the collated batches (0 to 1)

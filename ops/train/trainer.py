@@ -22,6 +22,7 @@ from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
 from ..model.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
 from ..model.loading import load_quantized_model, load_tokenizer
 from .callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
+from .packing import LENGTH_COLUMN, BatchTokens, batch_collator, check_packing_support
 from .spec import TrainResult, TrainSpec
 
 
@@ -47,6 +48,9 @@ def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Pat
         save_steps=spec.save_steps,
         save_total_limit=2,  # the newest checkpoint plus one in case the newest was cut off mid-write
         seed=spec.seed,
+        # transformers 5 ignores the old `group_by_length` argument silently; this is its name now
+        train_sampling_strategy="group_by_length" if spec.group_by_length else "random",
+        length_column_name=LENGTH_COLUMN,
         use_cpu=device.type == "cpu",
         # bf16 autocast, on the CPU too: prepare_model_for_kbit_training upcasts the unquantized parameters to
         # fp32, so without autocast a "bf16" 4-bit model silently trains in fp32 (transformers 5 accepts bf16
@@ -141,8 +145,13 @@ def train_adapter(
     reset_peak_memory(device.type)
     checkpoint_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     data = load_prepared(Path(dataset_dir))["train"].select_columns(list(MODEL_COLUMNS))
+    if spec.group_by_length:  # precomputed, or LengthGroupedSampler reads every row to measure it
+        # in memory: a cache file would be written into the dataset artifact's folder
+        data = data.map(lambda row: {LENGTH_COLUMN: len(row["input_ids"])}, keep_in_memory=True)
     tokenizer = load_tokenizer(model_dir)
     model = load_quantized_model(model_dir, device, log)
+    if spec.packing:
+        check_packing_support(model, device)
     model = prepare_model_for_kbit_training(
         model, use_gradient_checkpointing=spec.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},  # the reentrant variant warns and breaks with frozen inputs
@@ -153,11 +162,11 @@ def train_adapter(
     log(f"LoRA r={spec.r} alpha={spec.alpha} on {spec.target_modules}: {trainable:,} trainable of {total:,} "
         f"parameters ({100 * trainable / total:.2f}%); {len(data)} training rows; device {device.type}")
 
-    counter = TokenCounter()
+    counter = BatchTokens()
     progress = ProgressCallback(log, counter)
     trainer = Trainer(
         model=model, args=build_training_args(spec, device, checkpoint_dir), train_dataset=data,
-        data_collator=pad_collator(tokenizer.pad_token_id, counter),
+        data_collator=batch_collator(tokenizer.pad_token_id, counter, spec.packing),
         callbacks=[progress, NonFiniteLossGuard(), StandardLayoutCallback(), *callbacks],
     )
     # With tqdm off the Trainer prints every log dict to stdout; ProgressCallback already logs each step's line.
@@ -188,6 +197,7 @@ def train_adapter(
         compute_dtype=device.dtype_name,
         compute_dtype_reason=device.dtype_reason,
         wall_seconds=time.time() - started,
+        padding_share=counter.padding_share(),
     )
     (Path(out_dir) / "train_summary.json").write_text(summary.model_dump_json(indent=2))
     return summary
