@@ -79,7 +79,14 @@ def run() -> dict:
                       "generation tokens/s": gen_tokens / gen_s})
     old, new = (speed[name] for name in SETTINGS)
     first = runs[list(SETTINGS)[0]][0]
-    same_scores = all(r.base == first.base and r.tuned == first.tuned for reps in runs.values() for r in reps)
+    reports = [r for reps in runs.values() for r in reps]
+    # Batches of other widths sum the loss in another order (float rounding); generation must not change at all.
+    loss_diff = max(abs(getattr(r, side).eval_loss - getattr(first, side).eval_loss)
+                    for r in reports for side in ("base", "tuned"))
+    generations_differ = sum(r.samples != first.samples or r.base.exact_match != first.base.exact_match
+                             or r.tuned.exact_match != first.tuned.exact_match or r.base.rouge_l != first.base.rouge_l
+                             or r.tuned.rouge_l != first.tuned.rouge_l for r in reports)
+    same_scores = loss_diff < 1e-4 and generations_differ == 0
     plot = bars("eval_speed", ["batch 16", "from memory"], [old, new], "generated tokens / s",
                 "Evaluation generation speed (base + tuned)")
     return {
@@ -91,7 +98,7 @@ def run() -> dict:
         "figures": {"generation_speedup": new / old, "tokens_per_s_batch16": old, "tokens_per_s_from_memory": new,
                     "evaluation_s_batch16": table[0]["evaluation s"], "evaluation_s_from_memory": table[1]["evaluation s"],
                     "eval_rows": first.eval_rows, "generation_rows": first.generation_rows,
-                    "same_scores": int(same_scores)},
+                    "max_loss_difference": loss_diff, "runs_with_other_generations": generations_differ},
         "table": table,
         "notes": f"Medians of {REPEATS} runs per setting, alternating; compute dtype {device.dtype_name}. Both settings "
                  "run the current code (rows and prompts longest first, prompts encoded once for both models); only "
@@ -99,8 +106,9 @@ def run() -> dict:
                  "estimate (KV cache, fp32 logits, one layer's activations) from the model config, at most 256 rows: "
                  "here every generated row fits in one batch. A tiny model's decoding step costs mostly Python and "
                  "kernel-launch overhead, so a wider batch generates more tokens per step at almost the same cost. "
-                 "The loss pass is cheap against generation. Scores are identical across settings "
-                 f"({'checked' if same_scores else 'NOT the same: look'}).",
+                 "Scores across settings: losses agree within "
+                 f"{loss_diff:.1e} nats (summation order), generation metrics and samples "
+                 f"{'identical' if not generations_differ else f'DIFFER in {generations_differ} runs'}.",
         "plots": [plot],
     }
 
