@@ -25,8 +25,8 @@ test: install  ## the full test suite (unit, asset, end-to-end)
 test-fast: install  ## everything but the end-to-end runs
 	$(BIN)/pytest -m "not slow"
 
-bench: install  ## the CPU benchmarks (about 15 minutes on 2 cores): writes BENCHMARKS.md and benchmarks/results.json
-	$(BIN)/pip install -q -e ".[bench]"
+bench: install  ## the CPU benchmarks (about 15 minutes on 2 cores) into BENCHMARKS.md and benchmarks/results.json; BENCH="a b" runs some
+	$(BIN)/python -c "import tabulate, matplotlib" 2>/dev/null || $(BIN)/pip install -e ".[bench]"
 	$(BIN)/python -m benchmarks $(BENCH)
 
 ui: install  ## the Dagster UI on http://127.0.0.1:3000, sharing runs with `make demo`
