@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export QLORA_HOME ?= $(CURDIR)/.qlora
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast ui clean
+.PHONY: install demo test test-fast bench ui clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: install  ## the full test suite (unit, asset, end-to-end)
 
 test-fast: install  ## everything but the end-to-end runs
 	$(BIN)/pytest -m "not slow"
+
+bench: install  ## the CPU benchmarks (about 15 minutes on 2 cores) into BENCHMARKS.md and benchmarks/results.json; BENCH="a b" runs some
+	$(BIN)/python -c "import tabulate, matplotlib" 2>/dev/null || $(BIN)/pip install -e ".[bench]"
+	$(BIN)/python -m benchmarks $(BENCH)
 
 ui: install  ## the Dagster UI on http://127.0.0.1:3000, sharing runs with `make demo`
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(QLORA_HOME)/dagster} $(BIN)/python -c "from pipelines.instance import get_instance; get_instance()"

@@ -21,7 +21,7 @@ from ..data.chat_template import answer_text, stop_token_ids
 from ..data.tokens import IGNORE_INDEX, MODEL_COLUMNS, pad_batch
 from ..model.cpu_kernels import named_kernel_errors
 from ..model.device import DeviceInfo
-from ..model.generation import generate
+from ..model.generation import batch_size_from_memory, encode_prompts, generate_ids
 from ..model.loading import load_adapter_model, load_tokenizer
 from .report import METRICS, METRICS_DIR, EvaluationReport, ModelScores
 from .spec import EvalSpec
@@ -39,14 +39,20 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
 
 
 @torch.inference_mode()
-def target_loss(model, rows: datasets.Dataset, pad_id: int, batch_size: int) -> tuple[float, int]:
-    """Token-weighted mean cross-entropy over target tokens (labels != -100), and how many there were."""
+def target_loss(model, rows: datasets.Dataset, pad_id: int, batch_size: int | None = None) -> tuple[float, int]:
+    """Token-weighted mean cross-entropy over target tokens (labels != -100), and how many there were.
+
+    Rows run longest first in batches of `batch_size` (None: as many as fit in memory), so batches pad little;
+    the sum over tokens does not depend on the order.
+    """
     device = next(model.parameters()).device
-    rows = rows.select_columns(list(MODEL_COLUMNS))
+    rows = rows.select_columns(list(MODEL_COLUMNS)).to_list()
+    if batch_size is None:
+        batch_size = batch_size_from_memory(model, max((len(r["input_ids"]) for r in rows), default=1), len(rows))
+    rows.sort(key=lambda r: -len(r["input_ids"]))
     total_nll, total_tokens = 0.0, 0
     for start in range(0, len(rows), batch_size):
-        chunk = rows.select(range(start, min(start + batch_size, len(rows)))).to_list()
-        batch = {k: v.to(device) for k, v in pad_batch(chunk, pad_id).items()}
+        batch = {k: v.to(device) for k, v in pad_batch(rows[start:start + batch_size], pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         # Position t predicts token t+1. Upcast so bf16 logits do not round the loss.
         shifted_logits = logits[:, :-1].float()
@@ -77,11 +83,23 @@ def clean_reference(completion: str, tokenizer: Any, stop_ids: list[int] | None 
     return answer_text(ids, tokenizer, stop_token_ids(tokenizer) if stop_ids is None else stop_ids)
 
 
-def score_model(model, tokenizer, eval_rows: datasets.Dataset, gen_rows: datasets.Dataset,
-                references: list[str], spec: EvalSpec, metrics: dict[str, Any]) -> tuple[ModelScores, list[str]]:
-    """Loss, perplexity and generation metrics of one model; also its generations."""
+def score_model(model, tokenizer, eval_rows: datasets.Dataset, prompt_ids: list[list[int]], references: list[str],
+                spec: EvalSpec, metrics: dict[str, Any], stop_ids: list[int],
+                phases: dict[str, float] | None = None, side: str = "model") -> tuple[ModelScores, list[str]]:
+    """Loss, perplexity and generation metrics of one model; also its generations.
+
+    `prompt_ids` are the generation rows' prompts, encoded once for both models (ops.model.generation.encode_prompts).
+    When `phases` is given, `<side>.loss_s`, `<side>.generate_s` (seconds) and `<side>.generated_tokens` go into it.
+    """
+    started = time.perf_counter()
     loss, _ = target_loss(model, eval_rows, tokenizer.pad_token_id, spec.batch_size)
-    predictions = generate(model, tokenizer, list(gen_rows["prompt"]), spec.max_new_tokens, spec.batch_size)
+    loss_done = time.perf_counter()
+    new_ids = generate_ids(model, tokenizer, prompt_ids, spec.max_new_tokens, spec.batch_size, stop_ids)
+    if phases is not None:
+        phases.update({f"{side}.loss_s": round(loss_done - started, 3),
+                       f"{side}.generate_s": round(time.perf_counter() - loss_done, 3),
+                       f"{side}.generated_tokens": sum(map(len, new_ids))})
+    predictions = [answer_text(ids, tokenizer, stop_ids) for ids in new_ids]
     scores = {"eval_loss": loss, "perplexity": perplexity(loss)}
     for name, metric in metrics.items():
         scores.update(metric.compute(predictions=predictions, references=references))
@@ -117,14 +135,18 @@ def evaluate_adapter(model_dir: str | Path, adapter_dir: str | Path, dataset_dir
     log(f"evaluating on {len(eval_rows)} held-out rows ({len(gen_rows)} generated) on {device.type}/{device.dtype_name}")
 
     model = load_adapter_model(model_dir, adapter_dir, device)
+    phases = {"load_s": round(time.perf_counter() - started, 3)}
     # The stops generation uses, so references and predictions are cut at the same tokens.
     stop_ids = stop_token_ids(tokenizer, model.generation_config)
     references = [clean_reference(c, tokenizer, stop_ids) for c in gen_rows["completion"]]
+    prompt_ids = encode_prompts(tokenizer, list(gen_rows["prompt"]))  # once, for both models
     with named_kernel_errors("evaluate (base)", model), model.disable_adapter():
-        base, base_preds = score_model(model, tokenizer, eval_rows, gen_rows, references, spec, metrics)
+        base, base_preds = score_model(model, tokenizer, eval_rows, prompt_ids, references, spec, metrics, stop_ids,
+                                       phases, "base")
     log(_summary("base", base))
     with named_kernel_errors("evaluate (tuned)", model):
-        tuned, tuned_preds = score_model(model, tokenizer, eval_rows, gen_rows, references, spec, metrics)
+        tuned, tuned_preds = score_model(model, tokenizer, eval_rows, prompt_ids, references, spec, metrics, stop_ids,
+                                         phases, "tuned")
     log(_summary("tuned", tuned))
 
     samples = [{"prompt": p, "reference": r, "base": b, "tuned": t}
@@ -139,4 +161,5 @@ def evaluate_adapter(model_dir: str | Path, adapter_dir: str | Path, dataset_dir
         device=device.type,
         compute_dtype=device.dtype_name,
         seconds=round(time.perf_counter() - started, 2),
+        phases=phases,
     )

@@ -47,6 +47,9 @@ class EvaluationReport(StepSummary):
     device: str
     compute_dtype: str
     seconds: float
+    # Where the seconds went, per side: `base.loss_s`, `base.generate_s`, `base.generated_tokens`, the same for
+    # `tuned.`, and `load_s`; empty in reports written before it existed.
+    phases: dict[str, float] = {}
 
     def value(self, metric: str) -> float:
         """A dotted metric such as `tuned.eval_loss`.

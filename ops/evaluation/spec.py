@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 from pydantic import BaseModel, Field, field_validator
 
 from ..core.validation import positive
@@ -11,9 +13,15 @@ class EvalSpec(BaseModel):
     max_new_tokens: int = Field(32, description="Tokens to generate per held-out prompt.")
     num_generation_examples: int = Field(64, description="Held-out rows scored with generation metrics.")
     num_samples_shown: int = Field(5, description="Sample generations shown in the metadata.")
-    batch_size: int = Field(16, description="Batch size for loss and generation.")
+    batch_size: Optional[int] = Field(
+        None, description="Rows per batch for loss and generation; unset: as many as fit in a quarter of free memory.")
 
-    @field_validator("max_new_tokens", "num_generation_examples", "batch_size")
+    @field_validator("max_new_tokens", "num_generation_examples")
     @classmethod
     def _pos(cls, v, info):
         return int(positive(info.field_name, v))
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch(cls, v, info):
+        return None if v is None else int(positive(info.field_name, v))

@@ -182,3 +182,34 @@ def test_report_table_and_json(report, tmp_path):
     assert len(table.splitlines()) == 2 + 4 and "| perplexity |" in table
     path = write_report(report, tmp_path / "sub" / "report.json")
     assert EvaluationReport.model_validate(json.loads(path.read_text())) == report
+
+
+def test_phases_say_where_the_time_went(report):
+    phases = report.phases
+    for side in ("base", "tuned"):
+        assert phases[f"{side}.loss_s"] > 0 and phases[f"{side}.generate_s"] > 0
+        # every generated token is counted, at most max_new_tokens a row, at least one (a stop counts)
+        assert SPEC.num_generation_examples <= phases[f"{side}.generated_tokens"] <= (
+            SPEC.num_generation_examples * SPEC.max_new_tokens)
+    assert 0 < phases["load_s"] < report.seconds
+
+
+def test_loss_from_memory_sized_batches_equals_small_batches(model_dir, dataset_dir):
+    """Batches sized from memory run longest first; the token-weighted loss must not depend on either."""
+    from ops.evaluation.evaluator import load_eval_split, target_loss
+
+    model, rows = load_quantized_model(model_dir, CPU), load_eval_split(dataset_dir)
+    pad_id = load_tokenizer(model_dir).pad_token_id
+    auto, tokens = target_loss(model, rows, pad_id, batch_size=None)
+    small, small_tokens = target_loss(model, rows, pad_id, batch_size=3)
+    assert tokens == small_tokens and auto == pytest.approx(small, rel=1e-5)
+
+
+def test_memory_sized_generation_equals_one_at_a_time_in_input_order(model_dir):
+    """Prompts of different lengths run longest first in one batch and come back in the order given."""
+    tokenizer = load_tokenizer(model_dir)
+    model = load_quantized_model(model_dir, CPU)
+    prompts = ["### Instruction:\nSay hi.\n\n### Response:\n",
+               "### Instruction:\nCount the words.\n\n### Input:\nred blue green yellow black\n\n### Response:\n",
+               "Hi", "### Instruction:\nGive the last word.\n\n### Input:\nriver stone\n\n### Response:\n"]
+    assert generate(model, tokenizer, prompts, 5, batch_size=None) == generate(model, tokenizer, prompts, 5, batch_size=1)
