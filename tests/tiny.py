@@ -25,3 +25,7 @@ def quantize_fp32(base_dir: Path, out_dir: Path):
     model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(out_dir)
     return model
+
+# The training settings the tiny random model learns with (configs/demo.yaml's): the QLoRA paper's defaults are
+# for pretrained 7B+ models, and a randomly initialised base learns from scratch only with a higher, decaying rate.
+TINY_RECIPE = dict(r=16, alpha=32, dropout=0.05, learning_rate=1e-3, lr_scheduler="cosine", max_grad_norm=1.0)

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from ..data.tokens import MODEL_COLUMNS, pad_batch
 from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
@@ -32,20 +32,36 @@ def build_lora_config(spec: TrainSpec) -> LoraConfig:
 
 
 def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Path) -> TrainingArguments:
+    """transformers 5 TrainingArguments from the spec: length in steps or epochs, evaluation, best checkpoint, NEFTune.
+
+    Raises:
+        ValueError: from transformers, for combinations the spec's own checks let through.
+    """
+    evaluating = spec.eval_steps is not None
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
-        max_steps=spec.max_steps,
+        max_steps=spec.max_steps if spec.max_steps is not None else -1,  # -1: num_train_epochs decides
+        num_train_epochs=spec.num_epochs if spec.num_epochs is not None else 1.0,
         per_device_train_batch_size=spec.batch_size,
+        per_device_eval_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.grad_accum,
         learning_rate=spec.learning_rate,
-        warmup_steps=spec.warmup_steps,
+        warmup_steps=spec.warmup(),  # transformers 5 merged warmup_ratio into warmup_steps: a float < 1 is a ratio
         lr_scheduler_type=spec.lr_scheduler,
         max_grad_norm=spec.max_grad_norm,
         weight_decay=spec.weight_decay,
         optim=spec.optim,
         logging_steps=spec.logging_steps,
         save_steps=spec.save_steps,
-        save_total_limit=2,  # the newest checkpoint plus one in case the newest was cut off mid-write
+        save_total_limit=2,  # the newest checkpoint plus one in case the newest was cut off mid-write (the best is kept too)
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=spec.eval_steps,
+        eval_on_start=spec.eval_on_start,
+        prediction_loss_only=True,  # only the loss is used; keeping logits would hold eval rows x vocab floats
+        metric_for_best_model="eval_loss" if evaluating else None,  # tracked for early stopping even without keep_best
+        greater_is_better=False if evaluating else None,
+        load_best_model_at_end=evaluating and spec.keep_best,
+        neftune_noise_alpha=spec.neftune_noise_alpha,
         seed=spec.seed,
         use_cpu=device.type == "cpu",
         # bf16 autocast, on the CPU too: prepare_model_for_kbit_training upcasts the unquantized parameters to
@@ -97,6 +113,18 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return None
 
 
+def eval_history(log_history: list[dict]) -> list[tuple[int, float]]:
+    """(step, eval loss in nats) of every evaluation in the Trainer's log, resumed ones included, one per step."""
+    return sorted({int(e["step"]): float(e["eval_loss"]) for e in log_history if "eval_loss" in e}.items())
+
+
+def best_checkpoint_step(state) -> int | None:
+    """The step of the checkpoint the Trainer picked as best (lowest eval loss), or None without evaluation."""
+    if not state.best_model_checkpoint:
+        return None
+    return int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
+
+
 def describe_optimizer(optimizer, requested: str, device: DeviceInfo) -> str:
     """Say which optimizer behaviour really ran: bitsandbytes pages optimizer state on CUDA only."""
     inner = getattr(optimizer, "optimizer", optimizer)
@@ -140,7 +168,9 @@ def train_adapter(
     started = time.time()
     reset_peak_memory(device.type)
     checkpoint_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
-    data = load_prepared(Path(dataset_dir))["train"].select_columns(list(MODEL_COLUMNS))
+    splits = load_prepared(Path(dataset_dir))
+    data = splits["train"].select_columns(list(MODEL_COLUMNS))
+    held_out = splits["eval"].select_columns(list(MODEL_COLUMNS)) if spec.eval_steps is not None else None
     tokenizer = load_tokenizer(model_dir)
     model = load_quantized_model(model_dir, device, log)
     model = prepare_model_for_kbit_training(
@@ -154,32 +184,46 @@ def train_adapter(
         f"parameters ({100 * trainable / total:.2f}%); {len(data)} training rows; device {device.type}")
 
     counter = TokenCounter()
-    progress = ProgressCallback(log, counter)
+    progress = ProgressCallback(log, counter, eval_tokens=sum(map(len, held_out["input_ids"])) if held_out else 0)
+    stopper = [] if spec.early_stopping_patience is None else [EarlyStoppingCallback(spec.early_stopping_patience)]
     trainer = Trainer(
         model=model, args=build_training_args(spec, device, checkpoint_dir), train_dataset=data,
-        data_collator=pad_collator(tokenizer.pad_token_id, counter),
-        callbacks=[progress, NonFiniteLossGuard(), StandardLayoutCallback(), *callbacks],
+        eval_dataset=held_out, data_collator=pad_collator(tokenizer.pad_token_id, counter),
+        callbacks=[progress, NonFiniteLossGuard(), StandardLayoutCallback(), *stopper, *callbacks],
     )
     # With tqdm off the Trainer prints every log dict to stdout; ProgressCallback already logs each step's line.
     trainer.remove_callback(PrinterCallback)
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
-        log(f"resuming from {resume.name} (step {resume.name.rsplit('-', 1)[-1]} of {spec.max_steps})")
+        log(f"resuming from {resume.name} (step {resume.name.rsplit('-', 1)[-1]} of {spec.length()})")
     with named_kernel_errors("train", model):
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
+    # with keep_best the Trainer has loaded the best checkpoint's adapter weights back into the model by now
     adapter_dir = Path(out_dir) / "adapter"
     model.save_pretrained(adapter_dir)
+    state = trainer.state
+    evals = eval_history(state.log_history)
+    best_step = best_checkpoint_step(state) if spec.keep_best else None
+    if evals:
+        log(f"eval_loss {evals[-1][1]:.4f} at step {evals[-1][0]}; best {min(l for _, l in evals):.4f}"
+            + (f"; the adapter holds step {best_step}'s weights" if best_step is not None else ""))
     tokenizer.save_pretrained(adapter_dir)
     summary = TrainResult(
         trainable_params=trainable,
         total_params=total,
         trainable_share=trainable / total,
-        steps=trainer.state.global_step,
+        steps=state.global_step,
+        max_steps=state.max_steps,
+        epochs=float(state.epoch or 0.0),
         resumed_from_step=int(resume.name.rsplit("-", 1)[-1]) if resume else 0,
         final_loss=progress.history[-1][1] if progress.history else float(result.training_loss),
         mean_train_loss=float(result.training_loss),
         loss_history=progress.history,
+        eval_history=evals,
+        best_step=best_step,
+        best_eval_loss=min((l for _, l in evals), default=None),
+        stopped_early=bool(stopper) and state.global_step < state.max_steps,
         tokens_per_second=progress.tokens_per_second(),
         train_tokens=counter.tokens,
         peak_memory_bytes=peak_memory_bytes(device.type),
