@@ -62,6 +62,8 @@ def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Pat
         greater_is_better=False if evaluating else None,
         load_best_model_at_end=evaluating and spec.keep_best,
         neftune_noise_alpha=spec.neftune_noise_alpha,
+        # the early-stopping count survives a resume (transformers' default restarts it at 0, so a crash adds patience)
+        restore_callback_states_from_checkpoint=True,
         seed=spec.seed,
         use_cpu=device.type == "cpu",
         # bf16 autocast, on the CPU too: prepare_model_for_kbit_training upcasts the unquantized parameters to
