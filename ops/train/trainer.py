@@ -22,6 +22,7 @@ from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
 from ..model.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
 from ..model.loading import load_quantized_model, load_tokenizer
 from .callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
+from .outcome import best_checkpoint_step, eval_history
 from .spec import TrainResult, TrainSpec
 
 
@@ -115,18 +116,6 @@ def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
     return None
 
 
-def eval_history(log_history: list[dict]) -> list[tuple[int, float]]:
-    """(step, eval loss in nats) of every evaluation in the Trainer's log, resumed ones included, one per step."""
-    return sorted({int(e["step"]): float(e["eval_loss"]) for e in log_history if "eval_loss" in e}.items())
-
-
-def best_checkpoint_step(state) -> int | None:
-    """The step of the checkpoint the Trainer picked as best (lowest eval loss), or None without evaluation."""
-    if not state.best_model_checkpoint:
-        return None
-    return int(Path(state.best_model_checkpoint).name.rsplit("-", 1)[-1])
-
-
 def describe_optimizer(optimizer, requested: str, device: DeviceInfo) -> str:
     """Say which optimizer behaviour really ran: bitsandbytes pages optimizer state on CUDA only."""
     inner = getattr(optimizer, "optimizer", optimizer)
@@ -160,7 +149,8 @@ def train_adapter(
         callbacks: extra transformers callbacks (the MLflow loss logger).
         log: progress lines.
     Returns:
-        counts, steps, losses in nats, tokens per second, peak memory in bytes, wall seconds.
+        counts, steps (and epochs), losses in nats, the eval-loss history and best step when `spec.eval_steps` is
+        set, whether early stopping ended the run, tokens per second, peak memory in bytes, wall seconds.
     Raises:
         NonFiniteLossError: the loss became NaN or infinite.
         PackedKernelError: a 4-bit kernel failure, named with the layer and the CPU.
@@ -208,8 +198,10 @@ def train_adapter(
     evals = eval_history(state.log_history)
     best_step = best_checkpoint_step(state) if spec.keep_best else None
     if evals:
-        log(f"eval_loss {evals[-1][1]:.4f} at step {evals[-1][0]}; best {min(l for _, l in evals):.4f}"
-            + (f"; the adapter holds step {best_step}'s weights" if best_step is not None else ""))
+        held = (f"the adapter holds step {best_step}'s weights" if best_step is not None else
+                "the adapter holds the last step's weights" + ("; no checkpoint beat the loss before training"
+                                                               if spec.keep_best else ""))
+        log(f"eval_loss {evals[-1][1]:.4f} at step {evals[-1][0]}; best {min(l for _, l in evals):.4f}; {held}")
     tokenizer.save_pretrained(adapter_dir)
     summary = TrainResult(
         trainable_params=trainable,

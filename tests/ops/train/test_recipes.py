@@ -128,18 +128,18 @@ class LogRecorder(TrainerCallback):
 
 def test_epochs_become_steps_and_a_warmup_ratio_a_share_of_them(fp32_base, tiny_dataset, tmp_path):
     rows = len(load_prepared(tiny_dataset[0])["train"])
-    batches = math.ceil(rows / 8)
-    steps = math.ceil(batches / 2)  # an optimizer step every 2 batches; the last one may take a single batch
-    assert (rows, steps) == (180, 12)
+    per_epoch = math.ceil(math.ceil(rows / 8) / 2)  # a step every 2 batches of 8; the epoch's last may take one batch
+    assert (rows, per_epoch) == (180, 12)
     recorder = LogRecorder()
-    spec = TrainSpec(**{**TINY_RECIPE, "num_epochs": 1, "batch_size": 8, "grad_accum": 2, "logging_steps": 1,
-                        "warmup_ratio": 0.25, "save_steps": 100})
+    spec = TrainSpec(**{**TINY_RECIPE, "num_epochs": 0.5, "batch_size": 8, "grad_accum": 2, "logging_steps": 1,
+                        "warmup_ratio": 0.5, "save_steps": 100})
     result = train_adapter(fp32_base, tiny_dataset[0], tmp_path, spec, FP32_CPU, callbacks=[recorder], log=quiet)
-    assert (result.steps, result.max_steps) == (steps, steps) and result.epochs == pytest.approx(1.0)
+    assert (result.steps, result.max_steps) == (6, 6)  # ceil(0.5 x 12)
+    assert result.epochs == pytest.approx(12 / 23)  # the Trainer counts epochs in batches: 12 of the 23 done
     rates = {step: logs["learning_rate"] for step, logs in recorder.logs if "learning_rate" in logs}
-    # warm-up: ceil(0.25 x 12) = 3 steps from 0 to the peak 1e-3 (each step logs the rate it used), then cosine decay
+    # warm-up: ceil(0.5 x 6) = 3 steps from 0 to the peak 1e-3 (each step logs the rate it used), then cosine decay
     assert [rates[s] for s in (1, 2, 3, 4)] == pytest.approx([0.0, 1e-3 / 3, 2e-3 / 3, 1e-3])
-    assert rates[12] < rates[8] < rates[4]
+    assert rates[6] < rates[5] < rates[4]
 
 
 def test_neftune_changes_the_training_loss_but_not_evaluation(fp32_base, tiny_dataset, tmp_path):
