@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import StepConfig, step_output, typed_metadata
+from assets.common import StepConfig, md_table, step_output, typed_metadata
 from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.store import ArtifactRef, materialize
@@ -47,7 +47,10 @@ def qlora_adapter(
     result = materialize(artifacts, "qlora_adapter", fp, work, TrainResult, force=config.force, log=context.log.info,
                          config=spec.model_dump())
     s = result.summary
-    return step_output(result, typed_metadata(
-        s, "trainable_params", "steps", "final_loss", "tokens_per_second", "padding_share", "wall_seconds", "optimizer",
-        "device", "compute_dtype", "mlflow_run_id", trainable_share_pct=100 * s.trainable_share,
-        peak_memory_mb=s.peak_memory_bytes / 2**20))
+    metadata = typed_metadata(
+        s, "trainable_params", "steps", "max_steps", "epochs", "final_loss", "best_step", "best_eval_loss",
+        "stopped_early", "tokens_per_second", "padding_share", "wall_seconds", "optimizer", "device", "compute_dtype", "mlflow_run_id",
+        trainable_share_pct=100 * s.trainable_share, peak_memory_mb=s.peak_memory_bytes / 2**20)
+    if s.eval_history:  # the held-out loss at each evaluation; best_step names the one the adapter holds
+        metadata["eval_history"] = dg.MetadataValue.md(md_table([{"step": st, "eval_loss": l} for st, l in s.eval_history]))
+    return step_output(result, metadata)

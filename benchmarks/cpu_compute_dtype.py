@@ -88,7 +88,8 @@ def measure(dtype: torch.dtype, base: Path, data: Path, work: Path, steps: int) 
     quantize_base(resolve_base(str(base)), QuantSpec(compute_dtype=name), device, work / name, log=lambda _: None)
     model_dir = work / name / "model"
     timer = StepTimer()
-    spec = TrainSpec(max_steps=WARMUP_STEPS + steps, batch_size=16, save_steps=10_000, logging_steps=1, warmup_steps=1)
+    spec = TrainSpec(max_steps=WARMUP_STEPS + steps, batch_size=16, save_steps=10_000, logging_steps=1, warmup_steps=1,
+                     r=16, alpha=32, learning_rate=1e-3, lr_scheduler="cosine")  # the demo's recipe
     with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints each log dict without tqdm
         summary = train_adapter(model_dir, data, work / f"{name}-adapter", spec, device, callbacks=[timer],
                                 log=lambda _: None)

@@ -69,7 +69,8 @@ def measure(name: str, fields: dict, seed: int, model_dir: Path, data_dir: Path,
     """One training run and its held-out loss: a table row."""
     clock = StepClock()
     spec = TrainSpec(max_steps=STEPS, batch_size=16, warmup_steps=2, save_steps=10_000, logging_steps=STEPS, seed=seed,
-                     **fields)
+                     r=16, alpha=32, dropout=0.05, learning_rate=1e-3, lr_scheduler="cosine", max_grad_norm=1.0,
+                     **fields)  # the demo's recipe (configs/demo.yaml): the paper's defaults are for pretrained models
     out = work / name.replace(", ", "-").replace(" ", "-")
     with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints each log dict without tqdm
         summary = train_adapter(model_dir, data_dir, out, spec, device, callbacks=[clock], log=lambda _: None)

@@ -24,7 +24,8 @@ WARMUP_STEPS = 4  # one short untimed run of each first: lazy imports, allocator
 BATCH, MAX_SEQ_LEN = 16, 96  # the demo's batch and sequence length (configs/demo.yaml)
 REPEATS = 3
 TRAIN = {"batch_size": BATCH, "save_steps": 10_000, "logging_steps": 10, "warmup_steps": 30,
-         "learning_rate": 1e-3, "lr_scheduler": "cosine", "seed": 0}  # bare_qlora.train's defaults, spelled out
+         "learning_rate": 1e-3, "lr_scheduler": "cosine", "seed": 0, "r": 16, "alpha": 32, "dropout": 0.05,
+         "max_grad_norm": 1.0}  # bare_qlora.train's defaults, spelled out
 
 
 def _materialize(run_config: dict, selection: list[str]):

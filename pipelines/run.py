@@ -58,8 +58,8 @@ def check_run_config(config: dict) -> list[str]:
             cls(**fields)
         except ValidationError as err:
             for e in err.errors():
-                where = ".".join(str(p) for p in e["loc"])
-                problems.append(f"ops.{asset}.config.{where}: {e['msg'].removeprefix('Value error, ')}")
+                where = "".join(f".{p}" for p in e["loc"])  # empty for a check across fields (a model validator)
+                problems.append(f"ops.{asset}.config{where}: {e['msg'].removeprefix('Value error, ')}")
     return problems + check_resources(config.get("resources") or {})
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny import TINY_ARCH
+from tests.tiny import TINY_ARCH, TINY_RECIPE
 
 # Hubs are unreachable here; fail fast instead of retrying DNS for half a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,6 +79,6 @@ def tiny_adapter(tiny_quantized, tiny_dataset, cpu, tmp_path_factory) -> tuple[P
     from ops.train.trainer import train_adapter
 
     out = tmp_path_factory.mktemp("tiny-adapter")
-    spec = TrainSpec(max_steps=4, batch_size=8, save_steps=2, logging_steps=1, warmup_steps=1)
+    spec = TrainSpec(max_steps=4, batch_size=8, save_steps=2, logging_steps=1, warmup_steps=1, **TINY_RECIPE)
     summary = train_adapter(tiny_quantized[0] / "model", tiny_dataset[0], out, spec, cpu, log=lambda _: None)
     return out, summary

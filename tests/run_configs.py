@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from tests.tiny import TINY_RECIPE
+
 
 def tiny_run_config(model_name: str, base_dir: Optional[Path] = None, *, data: Optional[dict[str, Any]] = None,
                     train: Optional[dict[str, Any]] = None, evaluation: Optional[dict[str, Any]] = None,
@@ -27,7 +29,7 @@ def tiny_run_config(model_name: str, base_dir: Optional[Path] = None, *, data: O
         "ops": {
             "training_dataset": {"config": {"max_rows": 120, "max_seq_len": 64, **(data or {})}},
             "qlora_adapter": {"config": {"max_steps": 2, "batch_size": 8, "save_steps": 2, "logging_steps": 1,
-                                         "warmup_steps": 1, **(train or {})}},
+                                         "warmup_steps": 1, **TINY_RECIPE, **(train or {})}},
             "adapter_evaluation": {"config": {"num_generation_examples": 4, "max_new_tokens": 4, **(evaluation or {})}},
             **ops,
         },

@@ -150,10 +150,20 @@ CASES = [
          "error: blocking check enough_rows on training_dataset failed: 18 train / 2 eval rows (need at least 32 / 4)"),
     Case("a bad value", {}, {"ops": {"qlora_adapter": {"config": {"r": 0}}}},
          "  ops.qlora_adapter.config.r: r must be > 0, got 0"),
-    Case("an unknown key", {}, {"ops": {"qlora_adapter": {"config": {"lora_rank": 8}}}},
-         "  ops.qlora_adapter.config.lora_rank: unknown key; valid keys: alpha, batch_size, dropout, force, "
-         "grad_accum, gradient_checkpointing, learning_rate, logging_steps, lr_scheduler, max_grad_norm, max_steps, "
-         "optim, r, save_steps, seed, target_modules, warmup_steps, weight_decay"),
+    Case("an unknown key", {}, {"ops": {"qlora_adapter": {"config": {"lora_rank": 8, "max_steps": 10}}}},
+         "  ops.qlora_adapter.config.lora_rank: unknown key; valid keys: alpha, batch_size, dropout, "
+         "early_stopping_patience, eval_on_start, eval_steps, force, grad_accum, gradient_checkpointing, keep_best, "
+         "learning_rate, logging_steps, lr_scheduler, max_grad_norm, max_steps, neftune_noise_alpha, num_epochs, optim, "
+         "r, save_steps, seed, target_modules, warmup_ratio, warmup_steps, weight_decay"),
+    Case("a training config without a length", {}, {"ops": {"qlora_adapter": {"config": {"r": 8}}}},
+         "  ops.qlora_adapter.config: set max_steps or num_epochs: neither is set, and exactly one decides how long "
+         "training runs"),
+    Case("both max_steps and num_epochs", {}, {"ops": {"qlora_adapter": {"config": {"max_steps": 100, "num_epochs": 2}}}},
+         "  ops.qlora_adapter.config: set max_steps or num_epochs, not both: got max_steps=100 and num_epochs=2.0"),
+    Case("keep_best without a checkpoint at each evaluation", {},
+         {"ops": {"qlora_adapter": {"config": {"max_steps": 100, "eval_steps": 50}}}},
+         "  ops.qlora_adapter.config: keep_best needs a checkpoint at every evaluation: save_steps (100) must equal "
+         "eval_steps (50), or set keep_best: false"),
     Case("a misspelled resource key", {}, {"resources": {"mlflow": {"config": {"tracking_url": "http://x"}}}},
          "  resources.mlflow.config.tracking_url: unknown key; valid keys: artifact_location, experiment, "
          "registry_uri, tracking_uri"),

@@ -26,6 +26,10 @@ def quantize_fp32(base_dir: Path, out_dir: Path):
     AutoTokenizer.from_pretrained(str(base_dir)).save_pretrained(out_dir)
     return model
 
+# The training settings the tiny random model learns with (configs/demo.yaml's): the QLoRA paper's defaults are
+# for pretrained 7B+ models, and a randomly initialised base learns from scratch only with a higher, decaying rate.
+TINY_RECIPE = dict(r=16, alpha=32, dropout=0.05, learning_rate=1e-3, lr_scheduler="cosine", max_grad_norm=1.0)
+
 
 def tiny_report(samples: list[dict[str, str]] | None = None):
     """A valid EvaluationReport with made-up scores, for tests that register an adapter without evaluating it."""

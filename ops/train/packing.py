@@ -102,15 +102,18 @@ def pack_batch(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch
     return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "position_ids": torch.tensor(positions)}
 
 
-def batch_collator(pad_id: int, counter: BatchTokens, packing: bool) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
+def batch_collator(pad_id: int, counter: BatchTokens, packing: bool,
+                   counting: Callable[[], bool] = lambda: True) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
     """The training collator: packed rows (`pack_batch`) or right-padded ones (ops.data.tokens.pad_batch).
 
-    Counts each batch's real tokens and all its positions into `counter` (padding share, real tokens/s).
+    Counts each batch's real tokens and all its positions into `counter` (padding share, real tokens/s) while
+    `counting()` is true: the Trainer's eval loop uses the same collator, and its batches are no training tokens.
     """
 
     def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
         batch = pack_batch(rows, pad_id) if packing else pad_batch(rows, pad_id)
-        counter.add(sum(len(r["input_ids"]) for r in rows), batch["input_ids"].numel())
+        if counting():
+            counter.add(sum(len(r["input_ids"]) for r in rows), batch["input_ids"].numel())
         return batch
 
     return collate

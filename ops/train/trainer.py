@@ -15,13 +15,14 @@ from typing import Callable, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from ..data.tokens import MODEL_COLUMNS, pad_batch
+from ..data.tokens import MODEL_COLUMNS
 from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
 from ..model.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
 from ..model.loading import load_quantized_model, load_tokenizer
-from .callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
+from .callbacks import NonFiniteLossGuard, ProgressCallback
+from .outcome import best_checkpoint_step, eval_history
 from .packing import LENGTH_COLUMN, BatchTokens, batch_collator, check_packing_support
 from .spec import TrainResult, TrainSpec
 
@@ -33,20 +34,38 @@ def build_lora_config(spec: TrainSpec) -> LoraConfig:
 
 
 def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Path) -> TrainingArguments:
+    """transformers 5 TrainingArguments from the spec: length in steps or epochs, evaluation, best checkpoint, NEFTune.
+
+    Raises:
+        ValueError: from transformers, for combinations the spec's own checks let through.
+    """
+    evaluating = spec.eval_steps is not None
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
-        max_steps=spec.max_steps,
+        max_steps=spec.max_steps if spec.max_steps is not None else -1,  # -1: num_train_epochs decides
+        num_train_epochs=spec.num_epochs if spec.num_epochs is not None else 1.0,
         per_device_train_batch_size=spec.batch_size,
+        per_device_eval_batch_size=spec.batch_size,
         gradient_accumulation_steps=spec.grad_accum,
         learning_rate=spec.learning_rate,
-        warmup_steps=spec.warmup_steps,
+        warmup_steps=spec.warmup(),  # transformers 5 merged warmup_ratio into warmup_steps: a float < 1 is a ratio
         lr_scheduler_type=spec.lr_scheduler,
         max_grad_norm=spec.max_grad_norm,
         weight_decay=spec.weight_decay,
         optim=spec.optim,
         logging_steps=spec.logging_steps,
         save_steps=spec.save_steps,
-        save_total_limit=2,  # the newest checkpoint plus one in case the newest was cut off mid-write
+        save_total_limit=2,  # the newest checkpoint plus one in case the newest was cut off mid-write (the best is kept too)
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=spec.eval_steps,
+        eval_on_start=spec.eval_on_start,
+        prediction_loss_only=True,  # only the loss is used; keeping logits would hold eval rows x vocab floats
+        metric_for_best_model="eval_loss" if evaluating else None,  # tracked for early stopping even without keep_best
+        greater_is_better=False if evaluating else None,
+        load_best_model_at_end=evaluating and spec.keep_best,
+        neftune_noise_alpha=spec.neftune_noise_alpha,
+        # the early-stopping count survives a resume (transformers' default restarts it at 0, so a crash adds patience)
+        restore_callback_states_from_checkpoint=True,
         seed=spec.seed,
         # transformers 5 ignores the old `group_by_length` argument silently; this is its name now
         train_sampling_strategy="group_by_length" if spec.group_by_length else "random",
@@ -75,16 +94,6 @@ class StandardLayoutCallback(TrainerCallback):
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if model is not None:
             restore_standard_layout(model)
-
-
-def pad_collator(pad_id: int, counter: TokenCounter) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
-    """Right-pad each batch (ops.data.tokens.pad_batch) and count its real tokens for tokens/s."""
-
-    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
-        counter.tokens += sum(len(r["input_ids"]) for r in rows)
-        return pad_batch(rows, pad_id)
-
-    return collate
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
@@ -134,7 +143,8 @@ def train_adapter(
         callbacks: extra transformers callbacks (the MLflow loss logger).
         log: progress lines.
     Returns:
-        counts, steps, losses in nats, tokens per second, peak memory in bytes, wall seconds.
+        counts, steps (and epochs), losses in nats, the eval-loss history and best step when `spec.eval_steps` is
+        set, whether early stopping ended the run, tokens per second, peak memory in bytes, wall seconds.
     Raises:
         NonFiniteLossError: the loss became NaN or infinite.
         PackedKernelError: a 4-bit kernel failure, named with the layer and the CPU.
@@ -144,7 +154,9 @@ def train_adapter(
     started = time.time()
     reset_peak_memory(device.type)
     checkpoint_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
-    data = load_prepared(Path(dataset_dir))["train"].select_columns(list(MODEL_COLUMNS))
+    splits = load_prepared(Path(dataset_dir))
+    data = splits["train"].select_columns(list(MODEL_COLUMNS))
+    held_out = splits["eval"].select_columns(list(MODEL_COLUMNS)) if spec.eval_steps is not None else None
     if spec.group_by_length:  # precomputed, or LengthGroupedSampler reads every row to measure it
         # in memory: a cache file would be written into the dataset artifact's folder
         data = data.map(lambda row: {LENGTH_COLUMN: len(row["input_ids"])}, keep_in_memory=True)
@@ -164,31 +176,48 @@ def train_adapter(
 
     counter = BatchTokens()
     progress = ProgressCallback(log, counter)
+    stopper = [] if spec.early_stopping_patience is None else [EarlyStoppingCallback(spec.early_stopping_patience)]
     trainer = Trainer(
-        model=model, args=build_training_args(spec, device, checkpoint_dir), train_dataset=data,
-        data_collator=batch_collator(tokenizer.pad_token_id, counter, spec.packing),
-        callbacks=[progress, NonFiniteLossGuard(), StandardLayoutCallback(), *callbacks],
+        model=model, args=build_training_args(spec, device, checkpoint_dir), train_dataset=data, eval_dataset=held_out,
+        # the eval loop shares the collator: only batches drawn while training count in tokens/s and padding share
+        data_collator=batch_collator(tokenizer.pad_token_id, counter, spec.packing, counting=lambda: model.training),
+        callbacks=[progress, NonFiniteLossGuard(), StandardLayoutCallback(), *stopper, *callbacks],
     )
     # With tqdm off the Trainer prints every log dict to stdout; ProgressCallback already logs each step's line.
     trainer.remove_callback(PrinterCallback)
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
-        log(f"resuming from {resume.name} (step {resume.name.rsplit('-', 1)[-1]} of {spec.max_steps})")
+        log(f"resuming from {resume.name} (step {resume.name.rsplit('-', 1)[-1]} of {spec.length()})")
     with named_kernel_errors("train", model):
         result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
+    # with keep_best the Trainer has loaded the best checkpoint's adapter weights back into the model by now
     adapter_dir = Path(out_dir) / "adapter"
     model.save_pretrained(adapter_dir)
+    state = trainer.state
+    evals = eval_history(state.log_history)
+    best_step = best_checkpoint_step(state) if spec.keep_best else None
+    if evals:
+        held = (f"the adapter holds step {best_step}'s weights" if best_step is not None else
+                "the adapter holds the last step's weights" + ("; no checkpoint beat the loss before training"
+                                                               if spec.keep_best else ""))
+        log(f"eval_loss {evals[-1][1]:.4f} at step {evals[-1][0]}; best {min(l for _, l in evals):.4f}; {held}")
     tokenizer.save_pretrained(adapter_dir)
     summary = TrainResult(
         trainable_params=trainable,
         total_params=total,
         trainable_share=trainable / total,
-        steps=trainer.state.global_step,
+        steps=state.global_step,
+        max_steps=state.max_steps,
+        epochs=float(state.epoch or 0.0),
         resumed_from_step=int(resume.name.rsplit("-", 1)[-1]) if resume else 0,
         final_loss=progress.history[-1][1] if progress.history else float(result.training_loss),
         mean_train_loss=float(result.training_loss),
         loss_history=progress.history,
+        eval_history=evals,
+        best_step=best_step,
+        best_eval_loss=min((l for _, l in evals), default=None),
+        stopped_early=bool(stopper) and state.global_step < state.max_steps,
         tokens_per_second=progress.tokens_per_second(),
         train_tokens=counter.tokens,
         peak_memory_bytes=peak_memory_bytes(device.type),

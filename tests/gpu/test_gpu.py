@@ -39,8 +39,10 @@ def test_auto_compute_dtype_is_bf16_on_a_gpu_that_has_it(gpu, gpu_quantized):
 def test_paged_adamw_pages_its_state_on_cuda(gpu, gpu_quantized, tiny_dataset, tmp_path):
     from ops.train.spec import TrainSpec
     from ops.train.trainer import train_adapter
+    from tests.tiny import TINY_RECIPE
 
-    spec = TrainSpec(max_steps=3, batch_size=8, logging_steps=1, save_steps=100, warmup_steps=1, optim="paged_adamw_32bit")
+    spec = TrainSpec(max_steps=3, batch_size=8, logging_steps=1, save_steps=100, warmup_steps=1, optim="paged_adamw_32bit",
+                     **TINY_RECIPE)
     summary = train_adapter(gpu_quantized[0] / "model", tiny_dataset[0], tmp_path, spec, gpu, log=lambda _: None)
     assert summary.steps == 3 and summary.device == "cuda"
     assert summary.optimizer.startswith("paged_adamw_32bit: bitsandbytes.")

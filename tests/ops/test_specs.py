@@ -26,7 +26,7 @@ def error_of(cls, **fields) -> str:
         (LoraSpec, {"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
         (LoraSpec, {"dropout": -0.1}, "dropout must be in [0, 1), got -0.1"),
         (LoraSpec, {"target_modules": []}, "target_modules must name at least one module, got []"),
-        (TrainSpec, {"r": 0}, "r must be > 0, got 0"),
+        (TrainSpec, {"r": 0, "max_steps": 1}, "r must be > 0, got 0"),
         (TrainSpec, {"learning_rate": -1e-4}, "learning_rate must be > 0, got -0.0001"),
         (TrainSpec, {"learning_rate": 0.0}, "learning_rate must be > 0, got 0.0"),
         (TrainSpec, {"max_steps": 0}, "max_steps must be > 0, got 0"),
@@ -63,15 +63,15 @@ def test_unknown_literals_are_rejected_with_the_allowed_values():
 
 
 def test_defaults_are_valid_and_follow_qlora():
-    quant, train = QuantSpec(), TrainSpec()
+    quant, train = QuantSpec(), TrainSpec(max_steps=1)  # how long to train has no default (tests/ops/train/test_spec.py)
     assert (quant.quant_type, quant.double_quant, quant.compute_dtype) == ("nf4", True, "auto")
-    assert (train.r, train.alpha, train.target_modules, train.optim) == (16, 32, ["all-linear"], "paged_adamw_32bit")
+    assert (train.r, train.alpha, train.target_modules, train.optim) == (64, 16, ["all-linear"], "paged_adamw_32bit")
     assert DataSpec().eval_fraction == 0.1 and RegistrySpec().alias == "candidate"
 
 
 def test_accepted_edge_values():
     assert LoraSpec(dropout=0.0).dropout == 0.0
-    assert TrainSpec(warmup_steps=0, weight_decay=0.0).warmup_steps == 0
+    assert TrainSpec(max_steps=1, warmup_steps=0, weight_decay=0.0).warmup_steps == 0
     assert DataSpec(max_seq_len=8, max_rows=None).max_seq_len == 8
     assert RegistrySpec(alias="prod_v2-b").alias == "prod_v2-b"
     assert LoraSpec(target_modules=["q_proj", "v_proj"]).target_modules == ["q_proj", "v_proj"]

@@ -36,6 +36,7 @@ from ops.model.quantize import quantize_base
 from ops.model.spec import QuantSpec
 from ops.train.spec import TrainSpec
 from ops.train.trainer import train_adapter
+from tests.tiny import TINY_RECIPE
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU:UserWarning")]
 GQA = dict(hidden_size=128, intermediate_size=352, num_attention_heads=4, num_key_value_heads=2)
@@ -76,7 +77,7 @@ def test_every_step_runs_on_the_architecture(arch, tokenizer, cpu, tmp_path):
 
     prepare_dataset(DataSpec(max_rows=120, max_seq_len=64), load_tokenizer(model_dir), tmp_path / "data",
                     log=lines.append)
-    spec = TrainSpec(max_steps=3, batch_size=8, save_steps=100, logging_steps=1, warmup_steps=1)
+    spec = TrainSpec(max_steps=3, batch_size=8, save_steps=100, logging_steps=1, warmup_steps=1, **TINY_RECIPE)
     trained = train_adapter(model_dir, tmp_path / "data", tmp_path / "adapter", spec, cpu, log=lines.append)
     assert trained.steps == 3 and all(math.isfinite(loss) for _, loss in trained.loss_history)
     adapter_dir = tmp_path / "adapter" / "adapter"

@@ -30,6 +30,7 @@ from ops.model.loading import load_quantized_model
 from ops.model.quantize import quantization_error
 from ops.train.spec import TrainSpec
 from ops.train.trainer import StandardLayoutCallback, build_training_args, train_adapter
+from tests.tiny import TINY_RECIPE
 
 pytestmark = pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU:UserWarning")
 PACKS_HERE = bool(has_avx512bf16())
@@ -255,7 +256,7 @@ def test_bf16_compute_on_the_cpu_really_trains_in_bf16(tiny_quantized, tiny_data
             model.get_base_model().model.layers[0].mlp.register_forward_hook(probe)
 
     bf16 = DeviceInfo("cpu", "test-cpu", torch.bfloat16, "bfloat16: requested")
-    spec = TrainSpec(max_steps=2, batch_size=4, save_steps=100, logging_steps=1, warmup_steps=1)
+    spec = TrainSpec(max_steps=2, batch_size=4, save_steps=100, logging_steps=1, warmup_steps=1, **TINY_RECIPE)
     assert build_training_args(spec, bf16, tmp_path).bf16 is True
     probe = AutocastProbe()
     summary = train_adapter(tiny_quantized[0] / "model", tiny_dataset[0], tmp_path, spec, bf16,

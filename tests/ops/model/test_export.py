@@ -88,10 +88,11 @@ EMBED_TARGETS = ["q_proj", "v_proj", "embed_tokens"]
 def embed_adapter(tiny_quantized, tiny_dataset, cpu, tmp_path_factory) -> Path:
     from ops.train.spec import TrainSpec
     from ops.train.trainer import train_adapter
+    from tests.tiny import TINY_RECIPE
 
     out = tmp_path_factory.mktemp("embed-adapter")
     spec = TrainSpec(max_steps=6, batch_size=8, save_steps=100, logging_steps=1, warmup_steps=1,
-                     target_modules=EMBED_TARGETS)
+                     **{**TINY_RECIPE, "target_modules": EMBED_TARGETS})
     train_adapter(tiny_quantized[0] / "model", tiny_dataset[0], out, spec, cpu, log=lambda _: None)
     return out / "adapter"
 

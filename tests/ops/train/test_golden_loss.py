@@ -15,7 +15,7 @@ import torch
 from ops.model.device import DeviceInfo
 from ops.train.spec import TrainSpec
 from ops.train.trainer import train_adapter
-from tests.tiny import quantize_fp32
+from tests.tiny import TINY_RECIPE, quantize_fp32
 
 # (step, training loss in nats per target token), recorded on an AVX2-only 2-core CPU, torch 2.13.0+cpu,
 # transformers 5.24, peft 0.21, bitsandbytes 0.50.2 (2026-11-29); two runs there gave identical values.
@@ -27,7 +27,8 @@ FP32_CPU = DeviceInfo("cpu", "golden-test", torch.float32, "float32: pinned for 
 def test_five_steps_reproduce_the_golden_losses(tiny_base_dir, tiny_dataset, tmp_path):
     model_dir = tmp_path / "base-4bit"
     quantize_fp32(tiny_base_dir, model_dir)
-    spec = TrainSpec(max_steps=5, batch_size=8, logging_steps=1, warmup_steps=1, save_steps=5, seed=0)
+    spec = TrainSpec(max_steps=5, batch_size=8, logging_steps=1, warmup_steps=1, save_steps=5, seed=0,
+                     **TINY_RECIPE)
     result = train_adapter(model_dir, tiny_dataset[0], tmp_path / "out", spec, FP32_CPU, log=lambda _: None)
     assert [step for step, _ in result.loss_history] == [step for step, _ in GOLDEN]
     torch.testing.assert_close([loss for _, loss in result.loss_history], [loss for _, loss in GOLDEN],

@@ -260,7 +260,7 @@ def sampled_batches(model_dir, dataset_dir, tmp_path, group: bool) -> tuple[list
     """The first 8 batches of 8 the Trainer's own train dataloader draws, as row lengths, and their padding share."""
     data = load_prepared(dataset_dir)["train"].select_columns(list(MODEL_COLUMNS))
     data = data.map(lambda row: {LENGTH_COLUMN: len(row["input_ids"])}, keep_in_memory=True)
-    spec = TrainSpec(batch_size=8, group_by_length=group, seed=3)
+    spec = TrainSpec(max_steps=4, batch_size=8, group_by_length=group, seed=3)
     counter = BatchTokens()
     model = torch.nn.Linear(1, 1)  # the sampler and collator need no language model
     trainer = Trainer(model=model, args=build_training_args(spec, FP32_CPU, tmp_path), train_dataset=data,
@@ -272,9 +272,9 @@ def sampled_batches(model_dir, dataset_dir, tmp_path, group: bool) -> tuple[list
 
 
 def test_group_by_length_changes_the_batches_and_cuts_padding(base_fp32, variable_dataset, tmp_path):
-    assert build_training_args(TrainSpec(group_by_length=True), FP32_CPU, tmp_path).train_sampling_strategy == \
+    assert build_training_args(TrainSpec(max_steps=1, group_by_length=True), FP32_CPU, tmp_path).train_sampling_strategy == \
         "group_by_length"
-    assert build_training_args(TrainSpec(), FP32_CPU, tmp_path).train_sampling_strategy == "random"
+    assert build_training_args(TrainSpec(max_steps=1), FP32_CPU, tmp_path).train_sampling_strategy == "random"
     random_batches, random_padding = sampled_batches(base_fp32, variable_dataset, tmp_path / "r", group=False)
     grouped_batches, grouped_padding = sampled_batches(base_fp32, variable_dataset, tmp_path / "g", group=True)
     assert random_batches != grouped_batches
@@ -289,7 +289,7 @@ def test_packed_training_follows_the_padded_run_with_less_padding(base_fp32, var
     base, attention across examples moved the mean loss by < 1e-6 (measured by breaking the position restart),
     which the per-example test above catches by 1e-4 per token.
     """
-    common = dict(max_steps=3, batch_size=8, logging_steps=1, warmup_steps=1, save_steps=100, dropout=0.0, r=8,
+    common = dict(max_steps=3, batch_size=8, logging_steps=1, warmup_steps=1, lr_scheduler="cosine", save_steps=100, dropout=0.0, r=8,
                   alpha=16)
     padded = train_adapter(base_fp32, variable_dataset, tmp_path / "padded", TrainSpec(**common), FP32_CPU,
                            log=lambda _: None)
@@ -321,7 +321,7 @@ def test_packed_eval_loss_equals_padded(base_fp32, variable_dataset, tmp_path):
     """The Trainer's eval loop (eval during training) runs the same collator: its loss must not change."""
     model = lora_model(base_fp32, "sdpa")
     data = load_prepared(variable_dataset)["eval"].select_columns(list(MODEL_COLUMNS))
-    args = build_training_args(TrainSpec(batch_size=4), FP32_CPU, tmp_path)
+    args = build_training_args(TrainSpec(max_steps=1, batch_size=4), FP32_CPU, tmp_path)
     args.per_device_eval_batch_size = 4
     losses = {}
     for packing in (False, True):

@@ -20,15 +20,16 @@ from ops.train.trainer import (
     describe_optimizer,
     latest_checkpoint,
     main,
-    pad_collator,
     train_adapter,
 )
+from ops.train.packing import BatchTokens, batch_collator
+from tests.tiny import TINY_RECIPE
 
 # r=16 on every linear layer of 2 blocks: q, k, v, o take r*(64+64), gate, up, down r*(64+120) each
 TINY_LORA_PARAMS = 2 * (4 * 16 * (64 + 64) + 3 * 16 * (64 + 120))
 # Expected here: bitsandbytes says so each time a paged optimizer runs on the CPU (one test asserts it does).
 pytestmark = pytest.mark.filterwarnings("ignore:Paged optimizers are not supported on CPU:UserWarning")
-TINY_SPEC = dict(batch_size=8, save_steps=2, logging_steps=1, warmup_steps=1)
+TINY_SPEC = dict(batch_size=8, save_steps=2, logging_steps=1, warmup_steps=1, **TINY_RECIPE)
 
 
 def quiet(_):
@@ -77,7 +78,8 @@ def test_logs_every_step_with_finite_losses_and_counts_tokens(tiny_adapter, tiny
 
 
 def test_more_steps_lower_the_loss(tiny_adapter, tiny_quantized, tiny_dataset, cpu, tmp_path):
-    spec = TrainSpec(max_steps=12, learning_rate=5e-3, gradient_checkpointing=False, **{**TINY_SPEC, "save_steps": 100})
+    spec = TrainSpec(**{**TINY_SPEC, "max_steps": 12, "learning_rate": 5e-3, "gradient_checkpointing": False,
+                        "save_steps": 100})
     lines: list[str] = []
     with pytest.warns(UserWarning, match="Paged optimizers are not supported on CPU"):  # what the summary reports
         summary = train_adapter(tiny_quantized[0] / "model", tiny_dataset[0], tmp_path, spec, cpu, log=lines.append)
@@ -104,7 +106,7 @@ def test_resumes_from_the_newest_checkpoint(tiny_adapter, tiny_quantized, tiny_d
                             checkpoint_dir=checkpoints, log=lines.append)
     assert summary.resumed_from_step == 4 and summary.steps == 6
     assert [step for step, _ in summary.loss_history] == [5, 6]  # only the new steps ran
-    assert "resuming from checkpoint-4 (step 4 of 6)" in lines
+    assert "resuming from checkpoint-4 (step 4 of 6 steps)" in lines
     assert latest_checkpoint(checkpoints) == checkpoints / "checkpoint-6"
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
 
@@ -172,28 +174,40 @@ def test_progress_callback_keeps_the_loss_history():
     assert progress.tokens_per_second() > 0
 
 
-def test_pad_collator_pads_and_masks_and_counts_real_tokens():
-    counter = TokenCounter()
-    collate = pad_collator(pad_id=3, counter=counter)
+def test_padding_collator_pads_and_masks_and_counts_real_tokens():
+    counter = BatchTokens()
+    collate = batch_collator(pad_id=3, counter=counter, packing=False)
     rows = [{"input_ids": [1, 10, 11, 12], "labels": [-100, -100, 11, 12]}, {"input_ids": [1, 20], "labels": [-100, 20]}]
     batch = collate(rows)
     assert batch["input_ids"].tolist() == [[1, 10, 11, 12], [1, 20, 3, 3]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
     assert batch["labels"].tolist() == [[-100, -100, 11, 12], [-100, 20, IGNORE_INDEX, IGNORE_INDEX]]
     assert all(t.dtype == torch.long for t in batch.values())
-    assert counter.tokens == 6
+    assert counter.tokens == 6 and counter.padding_share() == pytest.approx(2 / 8)
     collate(rows[1:])
     assert counter.tokens == 8
 
 
+def test_collator_counts_training_batches_only():
+    """The Trainer's eval loop shares the collator; its batches must not count as training tokens."""
+    counter, training = BatchTokens(), [True]
+    collate = batch_collator(pad_id=3, counter=counter, packing=False, counting=lambda: training[0])
+    rows = [{"input_ids": [1, 10, 11], "labels": [-100, 10, 11]}]
+    collate(rows)
+    training[0] = False
+    evaluated = collate(rows)
+    assert counter.tokens == 3 and counter.slots == 3 and evaluated["input_ids"].tolist() == [[1, 10, 11]]
+
+
 def test_builders_follow_the_spec(cpu, tmp_path):
-    assert build_lora_config(TrainSpec()).target_modules == "all-linear"
-    lora = build_lora_config(TrainSpec(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    assert build_lora_config(TrainSpec(max_steps=1)).target_modules == "all-linear"
+    lora = build_lora_config(TrainSpec(max_steps=1, r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj"]))
     assert (lora.r, lora.lora_alpha, lora.lora_dropout, set(lora.target_modules)) == (8, 16, 0.0, {"q_proj", "v_proj"})
-    args = build_training_args(TrainSpec(max_steps=7, warmup_steps=2), cpu, tmp_path)
+    args = build_training_args(TrainSpec(max_steps=7, warmup_steps=2, lr_scheduler="cosine"), cpu, tmp_path)
     assert (args.max_steps, args.warmup_steps, args.optim, args.use_cpu, args.bf16, args.fp16) == (
         7, 2, "paged_adamw_32bit", True, cpu.compute_dtype == torch.bfloat16, False)
-    assert args.save_total_limit == 2 and args.max_grad_norm == 1.0 and args.report_to == []
+    assert args.save_total_limit == 2 and args.max_grad_norm == 0.3 and args.report_to == []
+    assert (args.eval_strategy, args.load_best_model_at_end, args.neftune_noise_alpha) == ("no", False, None)
 
 
 def test_describe_optimizer_names_paging_truthfully():

@@ -1,0 +1,24 @@
+"""qlora_adapter's metadata with evaluation during training: which step the adapter came from, and the eval curve."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.assets.test_assets import materialize
+from tests.run_configs import tiny_run_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_metadata_names_the_best_step_and_the_eval_curve(tiny_base_dir):
+    config = tiny_run_config("tiny-eval", train={"max_steps": 4, "eval_steps": 2, "save_steps": 2})
+    steps = ["training_dataset", "quantized_base_model", "qlora_adapter"]
+    config["ops"] = {step: config["ops"][step] for step in steps if step in config["ops"]}
+    found = materialize(tiny_base_dir, config, selection=steps)
+    adapter = found["qlora_adapter"]
+    assert (adapter["steps"], adapter["max_steps"], adapter["stopped_early"]) == (4, 4, False)
+    assert adapter["best_step"] in (2, 4) and 0 < adapter["epochs"] < 1  # 4 steps of 8 rows: under one pass
+    rows = [line for line in adapter["eval_history"].splitlines() if line.startswith("| 2 |") or line.startswith("| 4 |")]
+    assert len(rows) == 2, adapter["eval_history"]
+    best_row = next(r for r in rows if r.startswith(f"| {adapter['best_step']} |"))
+    assert f"{adapter['best_eval_loss']:.4f}" in best_row
