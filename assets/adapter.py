@@ -1,5 +1,7 @@
 """qlora_adapter: LoRA adapters trained on the frozen 4-bit base with a paged optimizer."""
 
+from pathlib import Path
+
 import dagster as dg
 
 from assets.common import StepConfig, md_table, step_output, typed_metadata
@@ -7,6 +9,7 @@ from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.store import ArtifactRef, materialize
 from ops.registry.tracking import RunNotStarted
+from ops.train.loss_curve import LOSS_CURVE_FILE, markdown_image
 from ops.train.spec import TrainResult, TrainSpec
 from ops.train.tracked import train_tracked
 from resources import ArtifactStoreResource, GPUResource, MLflowResource
@@ -51,6 +54,10 @@ def qlora_adapter(
         s, "trainable_params", "steps", "max_steps", "epochs", "final_loss", "best_step", "best_eval_loss",
         "stopped_early", "tokens_per_second", "padding_share", "wall_seconds", "optimizer", "device", "compute_dtype", "mlflow_run_id",
         trainable_share_pct=100 * s.trainable_share, peak_memory_mb=s.peak_memory_bytes / 2**20)
+    curve = Path(result.ref.path) / LOSS_CURVE_FILE
+    if curve.is_file():  # the training (and eval) loss as a picture, and the numbers behind it
+        metadata["loss_curve"] = dg.MetadataValue.md(markdown_image(curve))
+        metadata["loss_history"] = dg.MetadataValue.md(md_table([{"step": st, "loss": l} for st, l in s.loss_history]))
     if s.eval_history:  # the held-out loss at each evaluation; best_step names the one the adapter holds
         metadata["eval_history"] = dg.MetadataValue.md(md_table([{"step": st, "eval_loss": l} for st, l in s.eval_history]))
     return step_output(result, metadata)

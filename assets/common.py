@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import dagster as dg
 from pydantic import BaseModel, Field
 
-from ops.core.markdown import md_table  # noqa: F401  (re-exported: the assets' tables)
+from ops.core.markdown import md_table, significant  # noqa: F401  (md_table re-exported: the assets' tables)
 from ops.core.store import StepResult
 
 
@@ -20,20 +19,11 @@ class StepConfig(dg.Config):
         return self.model_dump(exclude={"force"})
 
 
-SIGNIFICANT_DIGITS = 4
-
-
-def significant(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:
-    """`value` rounded to `digits` significant digits (1234.567 -> 1235.0, 0.000123456 -> 0.0001235);
-    NaN and infinities unchanged."""
-    return float(f"{value:.{digits}g}") if math.isfinite(value) else value
-
-
 def typed_metadata(result: BaseModel, *names: str, **extra: Any) -> dict[str, Any]:
     """`names` of `result` as Dagster metadata typed by their Python type (int, float, str, bool), plus `extra`.
 
     Ints and floats become typed values (the UI plots them across materializations); floats are rounded to
-    SIGNIFICANT_DIGITS, since 0.2913876510143280 says no more to a reader than 0.2914; None becomes "".
+    ops.core.markdown.SIGNIFICANT_DIGITS, since 0.2913876510143280 says no more to a reader than 0.2914; None becomes "".
     """
     def typed(value: Any) -> Any:
         if isinstance(value, bool) or isinstance(value, str):

@@ -10,6 +10,7 @@ from ..core.store import ArtifactRef, read_config, read_result
 from ..data.spec import DatasetSummary
 from ..evaluation.report import EvaluationReport
 from ..model.spec import QuantizedBase
+from ..train.loss_curve import LOSS_CURVE_FILE
 from ..train.spec import TrainResult
 from .register import Registration, register_once
 from .spec import RegistrySpec
@@ -63,4 +64,4 @@ def publish_adapter(refs: dict[str, ArtifactRef], fingerprint: str, spec: Regist
         metrics={"base": report.base.model_dump(), "tuned": report.tuned.model_dump(),
                  "train_final_loss": adapter.final_loss},
         report_path=Path(refs["evaluation"].path) / "report.json", tags=tags, run_id=adapter.mlflow_run_id,
-        log=log, log_base=spec.log_base, loss_history=adapter.loss_history)
+        log=log, log_base=spec.log_base, loss_curve=Path(refs["adapter"].path) / LOSS_CURVE_FILE)

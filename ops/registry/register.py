@@ -9,7 +9,7 @@ the lock applies to sqlite URIs only. Holding it also makes check-then-register 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -97,23 +97,19 @@ def log_new_params(client: MlflowClient, run_id: str, params: dict[str, str], lo
         mlflow.log_params(new)
 
 
-def log_report_artifacts(report_path: Path, loss_history: Sequence[tuple[int, float]]) -> None:
+def log_report_artifacts(report_path: Path, loss_curve: Path | None) -> None:
     """Into the active run: the report as Markdown (evaluation/report.md), its samples as an MLflow table
     (evaluation/samples.json, shown in the run's Artifacts and Evaluation views) and the loss curve PNG."""
-    import tempfile
-
     import pandas as pd
 
     from ..evaluation.report import EvaluationReport, report_markdown
-    from ..train.loss_curve import plot_loss_curve
 
     report = EvaluationReport.model_validate_json(report_path.read_text())
     mlflow.log_text(report_markdown(report), "evaluation/report.md")
     if report.samples:
         mlflow.log_table(pd.DataFrame(report.samples), artifact_file="evaluation/samples.json")
-    if loss_history:
-        with tempfile.TemporaryDirectory() as tmp:
-            mlflow.log_artifact(str(plot_loss_curve(loss_history, Path(tmp) / "loss_curve.png")))
+    if loss_curve is not None and Path(loss_curve).is_file():
+        mlflow.log_artifact(str(loss_curve))
 
 
 def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_location: str | None, experiment: str,
@@ -121,7 +117,7 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
                      params: dict, metrics: dict, report_path: Path, tags: dict[str, str],
                      run_id: str | None = None, log: Callable[[str], None] = print, log_base: bool = True,
                      system_message: str | None = None,
-                     loss_history: Sequence[tuple[int, float]] = ()) -> Registration:
+                     loss_curve: Path | None = None) -> Registration:
     """Log the adapter as a pyfunc model, register a new version of `spec.model_name` and point `spec.alias` at it.
 
     Args:
@@ -135,7 +131,7 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
         tags: lineage tags for the run and the version.
         run_id: the training run to resume, when it still exists.
         log: one line per stage. log_base: as `spec.log_base`.
-        loss_history: training loss per logging step (step, nats), drawn as the run's loss_curve.png.
+        loss_curve: the training step's loss-curve PNG, logged as the run's loss_curve.png when it exists.
     Returns:
         the new version, its URIs and the gate's decision.
     Raises:
@@ -159,7 +155,7 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
             mlflow.log_metrics(numeric_metrics(metrics))
             mlflow.set_tags(lineage)
             mlflow.log_artifact(str(report_path), artifact_path="evaluation")
-            log_report_artifacts(Path(report_path), loss_history)
+            log_report_artifacts(Path(report_path), loss_curve)
             hub_base = None if log_base else hub_base_config(lineage, Path(base_model_dir))
             if not log_base and hub_base is None:
                 log(f"base {lineage.get('base_model_id')!r} is not a hub id; logging the 4-bit base with the model")

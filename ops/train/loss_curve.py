@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 LossHistory = Sequence[tuple[int, float]]  # (optimizer step, loss in nats per target token)
+LOSS_CURVE_FILE = "loss_curve.png"  # in the qlora_adapter artifact, beside train_summary.json
 
 
 def plot_loss_curve(train: LossHistory, path: str | Path, eval_: LossHistory = (), title: str = "QLoRA loss",
@@ -50,3 +51,10 @@ def plot_loss_curve(train: LossHistory, path: str | Path, eval_: LossHistory = (
     finally:
         plt.close(fig)
     return path
+
+
+def markdown_image(path: str | Path, alt: str = "loss curve") -> str:
+    """The PNG at `path` as a Markdown image with a data URI (Dagster's UI renders it inline in asset metadata)."""
+    import base64
+
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()})"

@@ -22,6 +22,7 @@ from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
 from ..model.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
 from ..model.loading import load_quantized_model, load_tokenizer
 from .callbacks import NonFiniteLossGuard, ProgressCallback
+from .loss_curve import LOSS_CURVE_FILE, plot_loss_curve
 from .outcome import best_checkpoint_step, eval_history
 from .packing import LENGTH_COLUMN, BatchTokens, batch_collator, check_packing_support
 from .spec import TrainResult, TrainSpec
@@ -136,7 +137,7 @@ def train_adapter(
     Args:
         model_dir: a quantized_base_model artifact's `model/` folder.
         dataset_dir: a training_dataset artifact folder.
-        out_dir: where `adapter/` and `train_summary.json` go.
+        out_dir: where `adapter/`, `train_summary.json` and `loss_curve.png` go.
         spec: LoRA and training settings.
         device: where to train, and in which compute dtype.
         checkpoint_dir: resumable checkpoints (default `out_dir/checkpoints`); training resumes from the latest.
@@ -229,6 +230,9 @@ def train_adapter(
         padding_share=counter.padding_share(),
     )
     (Path(out_dir) / "train_summary.json").write_text(summary.model_dump_json(indent=2))
+    if summary.loss_history or summary.eval_history:  # the picture beside the adapter: the UI and MLflow show it
+        plot_loss_curve(summary.loss_history, Path(out_dir) / LOSS_CURVE_FILE, summary.eval_history,
+                        title=f"QLoRA r={spec.r}, {summary.steps} steps", best_step=summary.best_step)
     return summary
 
 

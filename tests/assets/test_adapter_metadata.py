@@ -21,4 +21,15 @@ def test_metadata_names_the_best_step_and_the_eval_curve(tiny_base_dir):
     rows = [line for line in adapter["eval_history"].splitlines() if line.startswith("| 2 |") or line.startswith("| 4 |")]
     assert len(rows) == 2, adapter["eval_history"]
     best_row = next(r for r in rows if r.startswith(f"| {adapter['best_step']} |"))
-    assert f"{adapter['best_eval_loss']:.4f}" in best_row
+    assert float(best_row.split("|")[2]) == pytest.approx(adapter["best_eval_loss"], rel=1e-3)
+    # the loss curve as a picture the UI shows inline, and the numbers behind it
+    import base64
+    import io
+
+    from PIL import Image
+
+    prefix = "![loss curve](data:image/png;base64,"
+    assert adapter["loss_curve"].startswith(prefix) and adapter["loss_curve"].endswith(")")
+    with Image.open(io.BytesIO(base64.b64decode(adapter["loss_curve"][len(prefix):-1]))) as picture:
+        assert picture.format == "PNG" and picture.width >= 600
+    assert "| step | loss |" in adapter["loss_history"]

@@ -19,6 +19,7 @@ from ops.registry.aliases import check_alias
 from ops.registry.register import find_version_by_tag, register_adapter
 from ops.registry.spec import RegistrySpec
 from ops.registry.tracking import default_artifact_location, start_run
+from ops.train.loss_curve import plot_loss_curve
 from tests.tiny import quantize_fp32, tiny_report
 
 SPEC = RegistrySpec(model_name="tiny-adapter", alias="candidate")
@@ -51,7 +52,7 @@ def registry(tmp_path_factory, model_dirs) -> dict:
                   adapter_dir=adapter_dir, base_model_dir=base_dir, prompt_format="alpaca", report_path=report,
                   log=lambda msg: None)
     first = register_adapter(**common, params={"train": {"r": 4, "target_modules": ["all-linear"]}},
-                             loss_history=[(10, 6.0), (20, 4.5), (30, 3.9)],
+                             loss_curve=plot_loss_curve([(10, 6.0), (20, 4.5), (30, 3.9)], home / "loss_curve.png"),
                              metrics={"eval_loss": 1.5, "exact_match": 0.25}, tags=LINEAGE)
     training_run = start_run(uri, EXPERIMENT, "train", params={"train": {"r": 4}},
                              artifact_location=str(home / "artifacts"))
@@ -110,7 +111,7 @@ def test_run_carries_the_report_as_markdown_the_samples_as_a_table_and_the_loss_
     assert pd.DataFrame(table["data"], columns=table["columns"]).to_dict("records") == REPORT.samples
     with Image.open(client.download_artifacts(run_id, "loss_curve.png", str(tmp_path))) as picture:
         assert picture.format == "PNG" and picture.width >= 600
-    # the second registration had no loss history: no picture rather than an empty one
+    # the second registration had no loss curve: no picture rather than an empty one
     assert "loss_curve.png" not in [a.path for a in client.list_artifacts(registry["second"].run_id)]
 
 
