@@ -48,12 +48,11 @@ def mlflow_run(qlora_home: Path) -> tuple[str, str, dict]:
     from mlflow import MlflowClient
 
     client = MlflowClient(default_tracking_uri(qlora_home))
-    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
-            if r.data.tags.get("mlflow.runName") or r.data.metrics]
-    registered = [r for r in runs if r.data.metrics]
-    assert registered, f"no MLflow run with metrics in {qlora_home}"
-    run = registered[0]
-    return run.info.experiment_id, run.info.run_id, run.data.metrics
+    experiment = client.get_experiment_by_name("qlora")  # the mlflow resource's default experiment
+    assert experiment is not None, f"no MLflow experiment 'qlora' in {qlora_home}"
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1 and runs[0].data.metrics, f"expected one MLflow run with metrics, got {len(runs)}"
+    return experiment.experiment_id, runs[0].info.run_id, runs[0].data.metrics
 
 
 def test_the_pipeline_pages_and_its_mlflow_run_show_what_a_person_needs(ui_server, finished_run, mlflow_port,
