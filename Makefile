@@ -29,9 +29,12 @@ bench: install  ## the CPU benchmarks (about 15 minutes on 2 cores) into BENCHMA
 	$(BIN)/python -c "import tabulate, matplotlib" 2>/dev/null || $(BIN)/pip install -e ".[bench]"
 	$(BIN)/python -m benchmarks $(BENCH)
 
-ui: install  ## the Dagster UI on http://127.0.0.1:3000, sharing runs with `make demo`
+UI_PORT ?= 3000
+ui: install  ## the Dagster UI on http://127.0.0.1:3000 (UI_PORT=...), sharing runs with `make demo`; Ctrl-C stops it
 	DAGSTER_HOME=$${DAGSTER_HOME:-$(QLORA_HOME)/dagster} $(BIN)/python -c "from pipelines.instance import get_instance; get_instance()"
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(QLORA_HOME)/dagster} $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	@# exec: dagster dev takes the shell's place, so the SIGTERM make forwards on `kill` reaches it; without it
+	@# the shell died alone and dagster dev, its webserver, daemon and code servers kept running.
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(QLORA_HOME)/dagster} exec $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
 
 clean:  ## remove the data home (artifacts, MLflow registry, Dagster runs)
 	rm -rf $(QLORA_HOME)

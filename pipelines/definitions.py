@@ -1,11 +1,13 @@
-"""What `dagster dev -w workspace.yaml` loads: five assets and their checks, two jobs, a schedule, a sensor."""
+"""What `dagster dev -w workspace.yaml` loads: five assets and their checks, three jobs, a schedule, a sensor."""
 
 from __future__ import annotations
 
 import dagster as dg
+import yaml
 
 from assets import PIPELINE_ASSETS
 from assets.checks import ASSET_CHECKS
+from ops.core.paths import REPO_ROOT
 from pipelines.jobs import promote_alias
 from pipelines.schedules import qlora_retrain_schedule, with_automation
 from pipelines.sensors import qlora_data_sensor
@@ -24,6 +26,23 @@ qlora_pipeline = dg.define_asset_job(
     description="Dataset -> 4-bit base -> QLoRA adapter -> evaluation -> MLflow registry. Cached steps are skipped.",
 )
 
+
+def demo_recipe() -> dict:
+    """configs/demo.yaml's `ops` and `resources`: the run config `make demo` runs."""
+    recipe = yaml.safe_load((REPO_ROOT / "configs" / "demo.yaml").read_text())
+    return {key: recipe[key] for key in ("ops", "resources") if key in recipe}
+
+
+# The launchpad opens with a job's default run config. A separate job, because Dagster makes every value of a
+# job's default config the default of that field in every run of the job (headless runs included): on
+# qlora_pipeline the demo's `format: alpaca` or `max_seq_len: 96` would silently apply to every other recipe.
+qlora_demo = dg.define_asset_job(
+    "qlora_demo",
+    selection=dg.AssetSelection.assets(*PIPELINE_ASSETS),
+    config=demo_recipe(),
+    description="The demo recipe (configs/demo.yaml) in the launchpad: Launch runs what `make demo` runs.",
+)
+
 # Every default is local and embedded (data home $QLORA_HOME); a run's config overrides any of them.
 RESOURCES = {
     "io_manager": ArtifactRefIOManager(),
@@ -37,7 +56,7 @@ RESOURCES = {
 defs = dg.Definitions(
     assets=with_automation(PIPELINE_ASSETS),  # automation conditions: see pipelines/schedules.py
     asset_checks=ASSET_CHECKS,
-    jobs=[qlora_pipeline, promote_alias],
+    jobs=[qlora_pipeline, qlora_demo, promote_alias],
     schedules=[qlora_retrain_schedule],
     sensors=[qlora_data_sensor],
     resources=RESOURCES,

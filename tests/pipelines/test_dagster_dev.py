@@ -1,21 +1,14 @@
 """The real `dagster dev`: turn the data sensor on through GraphQL, change the data, see one run requested and finish."""
 
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 
-from ops.core.paths import BUNDLED_DATASET, REPO_ROOT
+from ops.core.paths import BUNDLED_DATASET
 from ops.data.source_watch import run_key, source_fingerprint
+from tests import dagster_dev as dev
+from tests.dagster_dev import graphql, wait_for
 from tests.run_configs import tiny_run_config
 
 pytestmark = pytest.mark.slow
@@ -23,35 +16,7 @@ pytestmark = pytest.mark.slow
 SENSOR = "qlora_data_sensor"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        answer = json.loads(response.read())
-    assert "errors" not in answer, answer
-    return answer["data"]
-
-
-def wait_for(what: str, probe, timeout_s: float, every_s: float = 2.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except OSError:  # the server is still starting
-            value = None
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def dev_run_config(base_dir: Path) -> dict:
+def dev_run_config(base_dir) -> dict:
     # One process: step subprocesses would each import torch.
     return {"execution": {"config": {"in_process": {}}}, **tiny_run_config("dev-sensor-test", base_dir)}
 
@@ -59,35 +24,17 @@ def dev_run_config(base_dir: Path) -> dict:
 @pytest.fixture
 def dagster_dev(tmp_path, qlora_home, tiny_base_dir):
     """`dagster dev` on a free loopback port with its own instance, data home, watched file and run config."""
-    dagster_home = tmp_path / "dagster-home"
-    dagster_home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
     watched = tmp_path / "instructions.jsonl"
-    shutil.copy(BUNDLED_DATASET, watched)
+    watched.write_bytes(BUNDLED_DATASET.read_bytes())
     run_config = tmp_path / "retrain.yaml"
     run_config.write_text(yaml.safe_dump(dev_run_config(tiny_base_dir)))
-    port = free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), "QLORA_HOME": str(qlora_home),
+    env = {"DAGSTER_HOME": str(dev.dagster_home(tmp_path)), "QLORA_HOME": str(qlora_home),
            "QLORA_WATCH_SOURCE": str(watched), "QLORA_RETRAIN_RUN_CONFIG": str(run_config),
-           "QLORA_SENSOR_INTERVAL_S": "5", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    log = (tmp_path / "dagster-dev.log").open("w")
-    dagster = Path(sys.executable).parent / "dagster"
-    proc = subprocess.Popen([str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_for("the GraphQL endpoint", lambda: proc.poll() is None and graphql(port, "{ version }")["version"], 180)
-        yield {"port": port, "watched": watched, "log": tmp_path / "dagster-dev.log"}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # dagster dev, its code server and daemon share the group
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+           "QLORA_SENSOR_INTERVAL_S": "5"}
+    with dev.dagster_dev(tmp_path, env) as server:
+        yield {**server, "watched": watched}
 
 
-SELECTOR_QUERY = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
 SET_CURSOR = """mutation($s: SensorSelector!, $c: String) { setSensorCursor(sensorSelector: $s, cursor: $c) {
   __typename ... on PythonError { message } } }"""
 START = """mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) {
@@ -100,8 +47,7 @@ RUNS = """query($sensor: String!) { runsOrError(filter: {tags: [{key: "dagster/s
 
 def test_sensor_turned_on_in_dagster_dev_runs_once_per_data_change(dagster_dev):
     port, watched = dagster_dev["port"], dagster_dev["watched"]
-    repo = graphql(port, SELECTOR_QUERY)["repositoriesOrError"]["nodes"][0]
-    selector = {"repositoryName": repo["name"], "repositoryLocationName": repo["location"]["name"], "sensorName": SENSOR}
+    selector = {**dev.repository_selector(port), "sensorName": SENSOR}
     # The instance has already seen this content (as after an earlier run), so turning the sensor on starts no run.
     before = source_fingerprint(str(watched))
     assert graphql(port, SET_CURSOR, {"s": selector, "c": before})["setSensorCursor"]["__typename"] == "Sensor"
