@@ -9,7 +9,7 @@ from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.store import ArtifactRef, materialize
 from ops.registry.tracking import RunNotStarted
-from ops.train.loss_curve import LOSS_CURVE_FILE, markdown_image
+from ops.train.loss_curve import LOSS_CURVE_FILE, markdown_image, markdown_sparkline
 from ops.train.spec import TrainResult, TrainSpec
 from ops.train.tracked import train_tracked
 from resources import ArtifactStoreResource, GPUResource, MLflowResource
@@ -56,7 +56,9 @@ def qlora_adapter(
         trainable_share_pct=100 * s.trainable_share, peak_memory_mb=s.peak_memory_bytes / 2**20)
     curve = Path(result.ref.path) / LOSS_CURVE_FILE
     if curve.is_file():  # the training (and eval) loss as a picture, and the numbers behind it
-        metadata["loss_curve"] = dg.MetadataValue.md(markdown_image(curve))
+        # inline: a sparkline (train blue, eval orange); the full chart with axes opens from "Show Markdown"
+        metadata["loss_curve"] = dg.MetadataValue.md(markdown_sparkline(s.loss_history, s.eval_history))
+        metadata["loss_curve_chart"] = dg.MetadataValue.md(markdown_image(curve))
         metadata["loss_history"] = dg.MetadataValue.md(md_table([{"step": st, "loss": l} for st, l in s.loss_history]))
     if s.eval_history:  # the held-out loss at each evaluation; best_step names the one the adapter holds
         metadata["eval_history"] = dg.MetadataValue.md(md_table([{"step": st, "eval_loss": l} for st, l in s.eval_history]))

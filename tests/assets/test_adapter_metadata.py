@@ -29,7 +29,13 @@ def test_metadata_names_the_best_step_and_the_eval_curve(tiny_base_dir):
     from PIL import Image
 
     prefix = "![loss curve](data:image/png;base64,"
-    assert adapter["loss_curve"].startswith(prefix) and adapter["loss_curve"].endswith(")")
-    with Image.open(io.BytesIO(base64.b64decode(adapter["loss_curve"][len(prefix):-1]))) as picture:
+    chart = adapter["loss_curve_chart"]
+    assert chart.startswith(prefix) and chart.endswith(")")
+    with Image.open(io.BytesIO(base64.b64decode(chart[len(prefix):-1]))) as picture:
         assert picture.format == "PNG" and picture.width >= 600
+    # Dagster's UI shows Markdown inline only under 1,000 characters: the sparkline fits, with both curves
+    sparkline = adapter["loss_curve"]
+    assert len(sparkline) < 1000 and "](data:image/svg+xml;base64," in sparkline
+    svg = base64.b64decode(sparkline.split("base64,")[1][:-1]).decode()
+    assert svg.count("<polyline") == 2
     assert "| step | loss |" in adapter["loss_history"]
