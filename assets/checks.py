@@ -4,17 +4,13 @@
 from pathlib import Path
 
 import dagster as dg
-from mlflow import MlflowClient
 from pydantic import Field
 
 from ops.core.check_outcome import CheckOutcome
 from ops.core.store import ArtifactRef, read_result
-from ops.data import checks as data_checks
-from ops.data.preparation import load_prepared
 from ops.data.spec import DatasetSummary
 from ops.evaluation import checks as evaluation_checks
 from ops.evaluation.report import EvaluationReport
-from ops.registry.champion import champion_value
 from resources import MLflowResource, RegisteredModelResource
 
 DATASET = dg.AssetKey("training_dataset")
@@ -45,6 +41,9 @@ def _result(asset: dg.AssetKey, name: str, outcome: CheckOutcome,
 )
 def training_dataset_checks(config: DataChecksConfig, training_dataset: ArtifactRef):
     """Blocking data checks: a failure stops the run before the adapter is trained."""
+    from ops.data import checks as data_checks  # here, not at the top: they load the `datasets` library
+    from ops.data.preparation import load_prepared
+
     splits, summary = load_prepared(Path(training_dataset.path)), read_result(training_dataset, DatasetSummary)
     yield _result(DATASET, "no_empty_text", data_checks.no_empty_text(splits, summary.format))
     yield _result(DATASET, "truncation_bounded", data_checks.truncation_within(summary, config.max_truncated_share))
@@ -65,6 +64,10 @@ def adapter_evaluation_checks(adapter_evaluation: ArtifactRef, mlflow: MLflowRes
     """A failed beats_base blocks registration; a regression against the champion only warns."""
     report = read_result(adapter_evaluation, EvaluationReport)
     yield _result(EVALUATION, "beats_base", evaluation_checks.beats_base(report))
+    from mlflow import MlflowClient  # here, not at the top: MLflow takes seconds to import
+
+    from ops.registry.champion import champion_value
+
     gate = registered_model.gate()  # the same model and metric registered_adapter's gate uses
     client = MlflowClient(tracking_uri=mlflow.resolved_tracking_uri(), registry_uri=mlflow.resolved_registry_uri())
     version, value = champion_value(client, gate.model_name, gate.primary_metric)
