@@ -8,10 +8,8 @@ from assets.common import StepConfig, md_table, step_output, typed_metadata
 from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.store import ArtifactRef, materialize
-from ops.registry.tracking import RunNotStarted
 from ops.train.loss_curve import LOSS_CURVE_FILE, markdown_image, markdown_sparkline
 from ops.train.spec import TrainResult, TrainSpec
-from ops.train.tracked import train_tracked
 from resources import ArtifactStoreResource, GPUResource, MLflowResource
 
 # The training stack: each one's kernels, initialisation or defaults decide the trained weights.
@@ -38,6 +36,10 @@ def qlora_adapter(
     fp = fingerprint(CODE_VERSION, spec.model_dump(), inputs)
 
     def work(tmp) -> TrainResult:
+        # Imported here, after the cache check: a cache hit loads no torch, peft or MLflow.
+        from ops.registry.tracking import RunNotStarted
+        from ops.train.tracked import train_tracked
+
         try:
             return train_tracked(f"{quantized_base_model.path}/model", training_dataset.path, tmp, spec,
                                  gpu.device(context.log), checkpoint_dir=artifacts.work_dir("qlora_adapter", fp),

@@ -6,7 +6,6 @@ from assets.common import StepConfig, step_output, typed_metadata
 from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.store import materialize
-from ops.model.quantize import quantize_base
 from ops.model.spec import QuantizedBase, QuantSpec
 from resources import ArtifactStoreResource, BaseModelResource, GPUResource
 
@@ -27,13 +26,17 @@ def quantized_base_model(
     gpu: GPUResource,
 ) -> dg.Output:
     """The base model quantized to 4-bit NF4 with double quantization (bitsandbytes), with its tokenizer."""
-    base, device, spec = base_model.resolve(), gpu.device(context.log), QuantSpec(**config.fingerprint_fields())
-    fp = fingerprint(CODE_VERSION, spec.model_dump(), {"base": base.identity, "device": device.type,
-                                                       "compute_dtype": device.dtype_name})
+    base, spec = base_model.resolve(), QuantSpec(**config.fingerprint_fields())
+    kind = gpu.kind()  # (device type, compute dtype), without torch where the machine allows
+    fp = fingerprint(CODE_VERSION, spec.model_dump(), {"base": base.identity, "device": kind[0],
+                                                       "compute_dtype": kind[1]})
 
     def work(tmp) -> QuantizedBase:
-        return quantize_base(base, spec, device, tmp, trust_remote_code=base_model.trust_remote_code,
-                             log=context.log.info)
+        # Imported here, after the cache check: a cache hit loads no torch or bitsandbytes.
+        from ops.model.quantize import quantize_base
+
+        return quantize_base(base, spec, gpu.device(context.log, expect=kind), tmp,
+                             trust_remote_code=base_model.trust_remote_code, log=context.log.info)
 
     result = materialize(store.store(), "quantized_base_model", fp, work, QuantizedBase, force=config.force,
                          log=context.log.info, config=spec.model_dump())

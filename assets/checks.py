@@ -4,21 +4,27 @@
 from pathlib import Path
 
 import dagster as dg
-from mlflow import MlflowClient
 from pydantic import Field
 
 from ops.core.check_outcome import CheckOutcome
-from ops.core.store import ArtifactRef, read_result
-from ops.data import checks as data_checks
-from ops.data.preparation import load_prepared
+from ops.core.code_version import PACKAGE_DIR, code_version
+from ops.core.fingerprint import fingerprint
+from ops.core.store import ArtifactRef, StepSummary, materialize, read_result
 from ops.data.spec import DatasetSummary
 from ops.evaluation import checks as evaluation_checks
 from ops.evaluation.report import EvaluationReport
-from ops.registry.champion import champion_value
-from resources import MLflowResource, RegisteredModelResource
+from resources import ArtifactStoreResource, MLflowResource, RegisteredModelResource
 
 DATASET = dg.AssetKey("training_dataset")
 EVALUATION = dg.AssetKey("adapter_evaluation")
+# The data checks' outcomes are a function of the dataset and the bounds, so they are cached like a step: a
+# rerun on a cached dataset reads them back instead of loading the `datasets` library and the splits.
+DATA_CHECKS_VERSION = code_version([PACKAGE_DIR / "data" / "checks.py", PACKAGE_DIR / "data" / "preparation.py"],
+                                   ("datasets",))
+
+
+class DataCheckOutcomes(StepSummary):
+    outcomes: dict[str, CheckOutcome]  # check name -> outcome, in the order the checks ran
 
 
 class DataChecksConfig(dg.Config):
@@ -43,13 +49,26 @@ def _result(asset: dg.AssetKey, name: str, outcome: CheckOutcome,
         dg.AssetCheckSpec("enough_rows", asset=DATASET, blocking=True, description="Enough train and eval rows."),
     ],
 )
-def training_dataset_checks(config: DataChecksConfig, training_dataset: ArtifactRef):
+def training_dataset_checks(context: dg.AssetCheckExecutionContext, config: DataChecksConfig,
+                            training_dataset: ArtifactRef, store: ArtifactStoreResource):
     """Blocking data checks: a failure stops the run before the adapter is trained."""
-    splits, summary = load_prepared(Path(training_dataset.path)), read_result(training_dataset, DatasetSummary)
-    yield _result(DATASET, "no_empty_text", data_checks.no_empty_text(splits, summary.format))
-    yield _result(DATASET, "truncation_bounded", data_checks.truncation_within(summary, config.max_truncated_share))
-    yield _result(DATASET, "splits_disjoint", data_checks.splits_disjoint(splits))
-    yield _result(DATASET, "enough_rows", data_checks.enough_rows(splits, config.min_train_rows, config.min_eval_rows))
+    fp = fingerprint(DATA_CHECKS_VERSION, config.model_dump(), {"dataset": training_dataset.fingerprint})
+
+    def work(tmp) -> DataCheckOutcomes:
+        from ops.data import checks as data_checks  # here, not at the top: they load the `datasets` library
+        from ops.data.preparation import load_prepared
+
+        splits, summary = load_prepared(Path(training_dataset.path)), read_result(training_dataset, DatasetSummary)
+        return DataCheckOutcomes(outcomes={
+            "no_empty_text": data_checks.no_empty_text(splits, summary.format),
+            "truncation_bounded": data_checks.truncation_within(summary, config.max_truncated_share),
+            "splits_disjoint": data_checks.splits_disjoint(splits),
+            "enough_rows": data_checks.enough_rows(splits, config.min_train_rows, config.min_eval_rows)})
+
+    result = materialize(store.store(), "training_dataset_checks", fp, work, DataCheckOutcomes, log=context.log.info,
+                         config=config.model_dump())
+    for name, outcome in result.summary.outcomes.items():
+        yield _result(DATASET, name, outcome)
 
 
 @dg.multi_asset_check(
@@ -65,6 +84,10 @@ def adapter_evaluation_checks(adapter_evaluation: ArtifactRef, mlflow: MLflowRes
     """A failed beats_base blocks registration; a regression against the champion only warns."""
     report = read_result(adapter_evaluation, EvaluationReport)
     yield _result(EVALUATION, "beats_base", evaluation_checks.beats_base(report))
+    from mlflow import MlflowClient  # here, not at the top: MLflow takes seconds to import
+
+    from ops.registry.champion import champion_value
+
     gate = registered_model.gate()  # the same model and metric registered_adapter's gate uses
     client = MlflowClient(tracking_uri=mlflow.resolved_tracking_uri(), registry_uri=mlflow.resolved_registry_uri())
     version, value = champion_value(client, gate.model_name, gate.primary_metric)

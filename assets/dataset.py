@@ -7,10 +7,8 @@ from assets.common import StepConfig, md_table, step_output, typed_metadata
 from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.store import materialize
-from ops.data.preparation import prepare_dataset
 from ops.data.sources import source_identity
 from ops.data.spec import DatasetSummary, DataSpec, SourceSpec
-from ops.model.loading import load_tokenizer
 from resources import ArtifactStoreResource, BaseModelResource
 
 # datasets writes the splits, tokenizers and transformers turn text into ids.
@@ -41,6 +39,10 @@ def training_dataset(
     fp = fingerprint(CODE_VERSION, spec.model_dump(), {"data": source_identity(spec), "tokenizer": base.identity})
 
     def work(tmp) -> DatasetSummary:
+        # Imported here, after the cache check: a cache hit loads no datasets or transformers.
+        from ops.data.preparation import prepare_dataset
+        from ops.model.loading import load_tokenizer
+
         tokenizer = load_tokenizer(base.source, base.revision, base_model.trust_remote_code)
         return prepare_dataset(spec, tokenizer, tmp, log=context.log.info)
 

@@ -6,7 +6,6 @@ from assets.common import StepConfig, md_table, step_output
 from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.store import ArtifactRef, materialize
-from ops.evaluation.evaluator import evaluate_adapter
 from ops.evaluation.report import METRICS_DIR, EvaluationReport, report_table_md, write_report
 from ops.evaluation.spec import EvalSpec
 from resources import ArtifactStoreResource, GPUResource
@@ -37,6 +36,9 @@ def adapter_evaluation(
     fp = fingerprint(CODE_VERSION, spec.model_dump(), inputs)
 
     def work(tmp) -> EvaluationReport:
+        # Imported here, after the cache check: a cache hit loads no torch, peft or evaluate.
+        from ops.evaluation.evaluator import evaluate_adapter
+
         report = evaluate_adapter(f"{quantized_base_model.path}/model", f"{qlora_adapter.path}/adapter",
                                   training_dataset.path, spec, gpu.device(context.log), log=context.log.info)
         write_report(report, tmp / "report.json")

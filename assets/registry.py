@@ -6,9 +6,7 @@ from assets.common import StepConfig, typed_metadata
 from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.store import ArtifactRef
-from ops.registry.publish import publish_adapter, registration_fields
-from ops.registry.spec import PublishSpec, RegistrySpec
-from ops.registry.tracking import redact_uri
+from ops.registry.spec import PublishSpec, RegistrySpec, registration_fields
 from resources import BaseModelResource, MLflowResource, RegisteredModelResource
 
 # The logged model's format (mlflow) and the versions its requirements pin (pyfunc_model.RUNTIME_PACKAGES).
@@ -40,6 +38,10 @@ def registered_adapter(
             "evaluation": adapter_evaluation}
     spec = RegistrySpec(**registered_model.gate().model_dump(), **config.fingerprint_fields())
     fp = fingerprint(CODE_VERSION, registration_fields(spec), {k: r.fingerprint for k, r in refs.items()})
+    # Imported here: the registry lookup of a cached registration loads MLflow, not the model stack.
+    from ops.registry.publish import publish_adapter
+    from ops.registry.tracking import redact_uri
+
     info = publish_adapter(refs, fp, spec, mlflow.target(), base_model.model_id, context.run_id, force=config.force,
                            log=context.log.info)
     # model_uri names this adapter's version; alias_uri moves with later registrations (alias_version: 0 if unset).

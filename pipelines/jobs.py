@@ -2,10 +2,8 @@
 
 
 import dagster as dg
-from mlflow import MlflowClient
 from pydantic import Field
 
-from ops.registry.champion import promote
 from resources import MLflowResource
 
 
@@ -19,6 +17,10 @@ class PromoteConfig(dg.Config):
 def promote_alias_op(context: dg.OpExecutionContext, config: PromoteConfig, mlflow: MLflowResource) -> None:
     """Point an alias at a version by hand; the version's gate tags record the move and the previous holder."""
     # No output: the project's IO manager stores asset refs, and this op produces none.
+    from mlflow import MlflowClient  # here, not at the top: loading the definitions should not import MLflow
+
+    from ops.registry.champion import promote
+
     client = MlflowClient(tracking_uri=mlflow.resolved_tracking_uri(), registry_uri=mlflow.resolved_registry_uri())
     promote(client, config.model_name, config.version, config.alias, log=context.log.info)
 

@@ -20,9 +20,10 @@ import yaml
 from pydantic import ValidationError
 
 # Library chatter (weight-loading bars, transformers' notices) says nothing to a user of the pipeline; it
-# stays on with --verbose. Set before the libraries are imported (below, inside main).
+# stays on with --verbose. Set before the libraries are imported (inside the steps that use them): MLflow sets its
+# own loggers' level when imported, from MLFLOW_LOGGING_LEVEL.
 QUIET_LIBRARIES = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
-                   "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+                   "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1", "MLFLOW_LOGGING_LEVEL": "WARNING"}
 
 
 class ConfigFileError(ValueError):
@@ -112,14 +113,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigFileError as err:
         print(err, file=sys.stderr)
         return 2
+    started = time.time()
+    run_id = str(uuid.uuid4())
+    log_file = run_log_path(run_id)
+    # The first line comes before anything heavy is imported (Dagster, the step configs), so a user sees at once
+    # that the command runs and where its log goes.
+    print(f"run {run_id}: {args.job} from {args.config}; full log in {log_file}", flush=True)
     problems = check_run_config(run_config)
     if problems:
         print(f"error: invalid config in {args.config}:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    started = time.time()
-    run_id = str(uuid.uuid4())
-    log_file = run_log_path(run_id)
-    print(f"run {run_id}: {args.job} from {args.config}; full log in {log_file}", flush=True)
 
     import warnings
 

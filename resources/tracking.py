@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import dagster as dg
 from pydantic import Field
 
 from ops.core.paths import default_tracking_uri
-from ops.registry.tracking import MlflowTarget
+
+if TYPE_CHECKING:  # ops.registry.tracking imports MLflow: loaded by the steps that talk to it (in target())
+    from ops.registry.tracking import MlflowTarget
 
 
 class MLflowResource(dg.ConfigurableResource):
@@ -29,5 +31,7 @@ class MLflowResource(dg.ConfigurableResource):
 
     def target(self) -> MlflowTarget:
         """Where the ops send runs and versions."""
+        from ops.registry.tracking import MlflowTarget
+
         return MlflowTarget(self.resolved_tracking_uri(), self.resolved_registry_uri(), self.experiment,
                             self.artifact_location)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
+from typing import TYPE_CHECKING
 
 from ..core.code_version import code_version
 from ..core.paths import BUNDLED_DATASET
+
+if TYPE_CHECKING:  # the libraries load in the builders: the embedded id and builder_version are wanted without them
+    from transformers import PreTrainedTokenizerFast
 
 EMBEDDED_ID = "embedded:tiny-llama"
 # What decides the built files besides the data: torch and transformers initialise the weights, tokenizers
@@ -53,6 +55,9 @@ def corpus(path: Path) -> list[str]:
 
 
 def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # byte-level: any text, no unknowns
     tok.decoder = decoders.ByteLevel()

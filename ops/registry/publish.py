@@ -13,16 +13,10 @@ from ..model.spec import QuantizedBase
 from ..train.loss_curve import LOSS_CURVE_FILE
 from ..train.spec import TrainResult
 from .register import Registration, register_once
-from .spec import RegistrySpec
+from .spec import RegistrySpec, registration_fields  # noqa: F401  (re-exported: it was defined here)
 from .tracking import MlflowTarget, check_tracking_server, lineage_tags, project_release
 
 INPUTS = ("dataset", "base", "adapter", "evaluation")  # the names `refs` takes, and their lineage tags' prefixes
-
-
-def registration_fields(spec: RegistrySpec) -> dict[str, Any]:
-    """The settings that decide what is registered, for the fingerprint: the gate's metric and margin decide an
-    alias, not the version, so changing them must not register the adapter again."""
-    return spec.model_dump(exclude={"primary_metric", "min_improvement"})
 
 
 def publish_adapter(refs: dict[str, ArtifactRef], fingerprint: str, spec: RegistrySpec, target: MlflowTarget,

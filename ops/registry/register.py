@@ -24,7 +24,6 @@ from ..core.fingerprint import FINGERPRINT_LEN
 from ..core.locks import file_lock
 from .aliases import check_alias, version_summary
 from .champion import apply_gate
-from .logged_model import hub_base_config, log_adapter_model
 from .spec import RegistrySpec
 from .tracking import ensure_experiment, filter_literal, flatten_params, numeric_metrics, sqlite_path
 
@@ -139,6 +138,9 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
         RuntimeError: the logged model failed to predict on its input example.
         MlflowException: the registration failed or timed out.
     """
+    # Here, not at the top: logging a model loads the serving stack (torch, peft); looking one up does not.
+    from .logged_model import hub_base_config, log_adapter_model
+
     check_alias(spec.alias)
     registry_uri = registry_uri or tracking_uri
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)

@@ -3,6 +3,8 @@ evaluation checks), and how a version is published (alias, whether the base is c
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field, model_validator
 
 from ..evaluation.report import GATE_METRICS
@@ -53,3 +55,9 @@ class PublishSpec(BaseModel):
 
 class RegistrySpec(GateSpec, PublishSpec):
     """Everything one registration needs: the gate's settings and the publishing ones."""
+
+
+def registration_fields(spec: RegistrySpec) -> dict[str, Any]:
+    """The settings that decide what is registered, for the fingerprint: the gate's metric and margin decide an
+    alias, not the version, so changing them must not register the adapter again."""
+    return spec.model_dump(exclude={"primary_metric", "min_improvement"})

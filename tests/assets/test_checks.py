@@ -5,6 +5,7 @@ import pytest
 
 from assets import PIPELINE_ASSETS
 from assets.checks import ASSET_CHECKS
+from ops.core.paths import artifacts_dir
 from pipelines.definitions import RESOURCES
 from resources import BaseModelResource
 from tests.assets.test_assets import run_config
@@ -46,6 +47,8 @@ def test_checks_pass_then_gate_picks_champion_and_challenger(tiny_base_dir):
     info = registered(second)
     assert info["version"] == 2 and info["gate_decision"] == "challenger"
     assert check_results(second)["no_regression_vs_champion"].metadata["champion_version"].value == "1"
+    # Same dataset, same bounds: the second run read the data checks' outcomes back instead of loading the splits.
+    assert len(list((artifacts_dir() / "training_dataset_checks").iterdir())) == 1
 
 
 @pytest.mark.slow
