@@ -50,4 +50,5 @@ def qlora_adapter(
     return step_output(result, typed_metadata(
         s, "trainable_params", "steps", "final_loss", "tokens_per_second", "wall_seconds", "optimizer", "device",
         "compute_dtype", "mlflow_run_id", trainable_share_pct=100 * s.trainable_share,
-        peak_memory_mb=s.peak_memory_bytes / 2**20))
+        peak_memory_mb=s.peak_memory_bytes / 2**20,
+        estimated_peak_memory_mb=s.estimated_peak_memory_bytes / 2**20 if s.estimated_peak_memory_bytes else None))

@@ -16,6 +16,10 @@ class NoGPUError(RuntimeError):
     pass
 
 
+class GPUMemoryError(RuntimeError):
+    """The estimated peak of a run is more than the GPU has free: raised before the model is loaded."""
+
+
 @dataclass(frozen=True)
 class DeviceInfo:
     type: str  # "cuda" or "cpu"
@@ -82,3 +86,34 @@ def peak_memory_bytes(device_type: str) -> int:
         return int(torch.cuda.max_memory_allocated())
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB, macOS bytes
+
+
+def fit_error(estimated_bytes: int, free_bytes: int, total_bytes: int, device_name: str,
+              what: str = "training") -> str | None:
+    """The one-line error when `estimated_bytes` exceed `free_bytes` of a GPU, else None (all figures in bytes)."""
+    if estimated_bytes <= free_bytes:
+        return None
+    return (f"{what} needs about {estimated_bytes / 2**30:.1f} GiB (estimated) but the GPU {device_name} has "
+            f"{free_bytes / 2**30:.1f} GiB free of {total_bytes / 2**30:.1f} GiB; lower batch_size or max_seq_len, "
+            f"or turn gradient_checkpointing on")
+
+
+def ensure_fits(estimated_bytes: int, device: DeviceInfo, what: str = "training") -> int | None:
+    """Fail before loading when a run's estimated peak (ops.model.memory_estimate) exceeds the GPU's free memory.
+
+    Args:
+        estimated_bytes: the predicted peak in bytes.
+        device: the resolved device; on a CPU nothing is checked (the caller logs the estimate).
+        what: the run, for the message.
+    Returns:
+        the GPU's free bytes (torch.cuda.mem_get_info), or None on a CPU.
+    Raises:
+        GPUMemoryError: one line with the estimate, the free and total memory, and what to lower (`fit_error`).
+    """
+    if device.type != "cuda":
+        return None
+    free, total = torch.cuda.mem_get_info()
+    error = fit_error(estimated_bytes, free, total, device.name, what)
+    if error:
+        raise GPUMemoryError(error)
+    return int(free)

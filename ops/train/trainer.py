@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from peft import LoraConfig, get_peft_model
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from ..data.tokens import MODEL_COLUMNS, pad_batch
 from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
-from ..model.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
-from ..model.loading import load_quantized_model, load_tokenizer
+from ..model.device import DeviceInfo, ensure_fits, peak_memory_bytes, reset_peak_memory, resolve_device
+from ..model.loading import load_quantized_model, load_tokenizer, prepare_for_training
+from ..model.memory_estimate import estimate_for_checkpoint
 from .callbacks import NonFiniteLossGuard, ProgressCallback, TokenCounter
 from .spec import TrainResult, TrainSpec
 
@@ -142,11 +143,11 @@ def train_adapter(
     checkpoint_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     data = load_prepared(Path(dataset_dir))["train"].select_columns(list(MODEL_COLUMNS))
     tokenizer = load_tokenizer(model_dir)
-    model = load_quantized_model(model_dir, device, log)
-    model = prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=spec.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},  # the reentrant variant warns and breaks with frozen inputs
-    )
+    estimate = estimate_for_checkpoint(model_dir, spec.batch_size, max(map(len, data["input_ids"])), spec.r,
+                                       device.dtype_name, spec.gradient_checkpointing, spec.dropout > 0, device.type)
+    log(estimate.describe())
+    ensure_fits(estimate.total, device)  # on a GPU, fails here, before loading, when the estimate exceeds free memory
+    model = prepare_for_training(load_quantized_model(model_dir, device, log), spec.gradient_checkpointing)
     torch.manual_seed(spec.seed)
     model = get_peft_model(model, build_lora_config(spec))
     trainable, total = model.get_nb_trainable_parameters()
@@ -183,6 +184,7 @@ def train_adapter(
         tokens_per_second=progress.tokens_per_second(),
         train_tokens=counter.tokens,
         peak_memory_bytes=peak_memory_bytes(device.type),
+        estimated_peak_memory_bytes=estimate.total,
         optimizer=describe_optimizer(trainer.optimizer, spec.optim, device),
         device=device.type,
         compute_dtype=device.dtype_name,
