@@ -29,7 +29,7 @@ BATCH, SEQ, STEPS, RANK = 4, 256, 1, 16  # the issue's batch 4 x 256; one step r
 # (name, what changed, quantized, compute dtype, keep non-quantized weights in the compute dtype, needs fast bf16)
 CONFIGS = [
     ("qlora_fp32", "QLoRA, fp32 compute (the AVX2 default)", True, "float32", False, False),
-    ("lora16", "16-bit LoRA: bf16 weights, bf16 compute", False, "bfloat16", False, True),
+    ("lora16", "16-bit LoRA: bf16 weights, bf16 compute", False, "bfloat16", True, True),
     ("qlora_bf16_upcast", "QLoRA, bf16 compute, embeddings/head/norms upcast to fp32 (peft's default)", True,
      "bfloat16", False, True),
     ("qlora_bf16", "QLoRA, bf16 compute, embeddings/head kept bf16 (ops.model.loading.prepare_for_training)", True,
@@ -96,14 +96,19 @@ def worker(stage: str, name: str, work: Path) -> dict:
                 work / name / "model")
             AutoTokenizer.from_pretrained(str(work / "base")).save_pretrained(work / name / "model")
         return {"peak_mb": _rss_mb(), "runtime_mb": runtime, "seconds": time.time() - started}
-    os.environ["QLORA_KEEP_DTYPE"] = "1" if keep else "0"
+    if not keep:  # peft's behaviour, for the comparison: every 16-bit unquantized parameter cast to fp32
+        import functools
+
+        import ops.train.trainer as trainer
+
+        trainer.prepare_for_training = functools.partial(trainer.prepare_for_training, upcast_to_fp32=True)
     spec = TrainSpec(max_steps=STEPS, batch_size=BATCH, r=RANK, warmup_steps=0, save_steps=10_000, logging_steps=1)
     with contextlib.redirect_stdout(io.StringIO()):
         result = train_adapter(work / name / "model", work / "data", work / f"{name}-out", spec, device,
                                log=lambda _: None)
     estimate = estimate_training_memory(
         ModelShape.from_config(work / "base"), BATCH, SEQ, RANK, quantized=quantized, compute_dtype=dtype,
-        other_weights_dtype=dtype if keep or not quantized and False else "float32", device_type="cpu")
+        other_weights_dtype=dtype if keep else "float32", device_type="cpu")
     return {"peak_mb": result.peak_memory_bytes / 2**20, "runtime_mb": runtime, "seconds": time.time() - started,
             "estimate_mb": estimate.total / 2**20, "loss": result.final_loss}
 

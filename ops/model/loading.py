@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .cpu_kernels import guard_packed_kernel
-from .device import DeviceInfo
+from .device import DeviceInfo, fix_cpu_mmap_threshold
 
 
 def load_tokenizer(source: str | Path, revision: str | None = None, trust_remote_code: bool = False,
@@ -31,7 +31,10 @@ def load_quantized_model(model_dir: str | Path, device: DeviceInfo,
 
     Layers bitsandbytes' packed CPU kernel cannot take stay off it (`ops.model.cpu_kernels.guard_packed_kernel`),
     which says so once through `log` on CPUs with AVX512-BF16 and is silent elsewhere.
+    On a CPU it first stops glibc keeping freed tensors in the heap (`fix_cpu_mmap_threshold`).
     """
+    if device.type == "cpu":
+        fix_cpu_mmap_threshold()
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), device_map=device_map(device), dtype=device.compute_dtype)
     model.config.use_cache = False
     guard_packed_kernel(model, log)
