@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,9 @@ SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidd
 BATCH, SEQ, STEPS, RANK = 4, 256, 1, 16  # the issue's batch 4 x 256; one step reaches the peak (AdamW state included)
 # (name, what changed, quantized, compute dtype, keep non-quantized weights in the compute dtype, needs fast bf16)
 CONFIGS = [
-    ("qlora_fp32", "QLoRA, fp32 compute (the AVX2 default)", True, "float32", False, False),
+    ("qlora_fp32_glibc", "QLoRA, fp32 compute, glibc's dynamic mmap threshold (before)", True, "float32", False, False),
+    ("qlora_fp32", "QLoRA, fp32 compute, mmap threshold fixed (ops.model.device.fix_cpu_mmap_threshold)", True,
+     "float32", False, False),
     ("lora16", "16-bit LoRA: bf16 weights, bf16 compute", False, "bfloat16", True, True),
     ("qlora_bf16_upcast", "QLoRA, bf16 compute, embeddings/head/norms upcast to fp32 (peft's default)", True,
      "bfloat16", False, True),
@@ -38,7 +39,15 @@ CONFIGS = [
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    from ops.model.device import peak_memory_bytes
+
+    return peak_memory_bytes("cpu") / 2**20  # this process's own peak (VmHWM on Linux)
+
+
+def _checkpoint(name: str) -> str:
+    """The folder of a configuration's 4-bit or 16-bit checkpoint: one per (quantized, dtype)."""
+    _, _, quantized, dtype, _, _ = next(c for c in CONFIGS if c[0] == name)
+    return f"{'q' if quantized else 'lora'}-{dtype}"
 
 
 def build(work: Path) -> tuple[Path, Path]:
@@ -85,16 +94,23 @@ def worker(stage: str, name: str, work: Path) -> dict:
     device = DeviceInfo("cpu", "benchmark", getattr(torch, dtype), f"{dtype}: requested")
     runtime = _rss_mb()
     started = time.time()
+    if name.endswith("_glibc"):  # the "before" row: glibc keeps its dynamic threshold
+        import ops.model.device as device_module
+        import ops.model.loading as loading_module
+
+        device_module.fix_cpu_mmap_threshold = loading_module.fix_cpu_mmap_threshold = lambda *a: False
     if stage == "quantize":
+        if (work / _checkpoint(name)).exists():
+            return {}
         if quantized:
-            quantize_base(resolve_base(str(work / "base")), QuantSpec(compute_dtype=dtype), device, work / name,
+            quantize_base(resolve_base(str(work / "base")), QuantSpec(compute_dtype=dtype), device, work / _checkpoint(name),
                           log=lambda _: None)
         else:  # the 16-bit checkpoint LoRA trains on
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            AutoModelForCausalLM.from_pretrained(str(work / "base"), dtype=device.compute_dtype).save_pretrained(
-                work / name / "model")
-            AutoTokenizer.from_pretrained(str(work / "base")).save_pretrained(work / name / "model")
+            target = work / _checkpoint(name) / "model"
+            AutoModelForCausalLM.from_pretrained(str(work / "base"), dtype=device.compute_dtype).save_pretrained(target)
+            AutoTokenizer.from_pretrained(str(work / "base")).save_pretrained(target)
         return {"peak_mb": _rss_mb(), "runtime_mb": runtime, "seconds": time.time() - started}
     if not keep:  # peft's behaviour, for the comparison: every 16-bit unquantized parameter cast to fp32
         import functools
@@ -104,7 +120,7 @@ def worker(stage: str, name: str, work: Path) -> dict:
         trainer.prepare_for_training = functools.partial(trainer.prepare_for_training, upcast_to_fp32=True)
     spec = TrainSpec(max_steps=STEPS, batch_size=BATCH, r=RANK, warmup_steps=0, save_steps=10_000, logging_steps=1)
     with contextlib.redirect_stdout(io.StringIO()):
-        result = train_adapter(work / name / "model", work / "data", work / f"{name}-out", spec, device,
+        result = train_adapter(work / _checkpoint(name) / "model", work / "data", work / f"{name}-out", spec, device,
                                log=lambda _: None)
     estimate = estimate_training_memory(
         ModelShape.from_config(work / "base"), BATCH, SEQ, RANK, quantized=quantized, compute_dtype=dtype,
@@ -135,8 +151,8 @@ def run() -> dict:
             q = _spawn("quantize", name, work)
             t = _spawn("train", name, work)
             figures.update({f"{name}_peak_mb": round(t["peak_mb"]), f"{name}_estimate_mb": round(t["estimate_mb"]),
-                            f"{name}_prepare_peak_mb": round(q["peak_mb"])})
-            table.append({"change": change, "prepare peak MB": round(q["peak_mb"]), "train peak MB": round(t["peak_mb"]),
+                            **({f"{name}_prepare_peak_mb": round(q["peak_mb"])} if q else {})})
+            table.append({"change": change, "prepare peak MB": round(q["peak_mb"]) if q else "(shared)", "train peak MB": round(t["peak_mb"]),
                           "runtime MB": round(t["runtime_mb"]), "estimate MB": round(t["estimate_mb"]),
                           "estimate error %": round(100 * (t["estimate_mb"] / t["peak_mb"] - 1), 1),
                           "train s": round(t["seconds"], 1), "loss": round(t["loss"], 4)})

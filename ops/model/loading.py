@@ -29,6 +29,9 @@ def load_quantized_model(model_dir: str | Path, device: DeviceInfo,
                          log: Callable[[str], Any] | None = None) -> PreTrainedModel:
     """Load a saved 4-bit checkpoint (its quantization config travels in config.json), guarded for this CPU.
 
+    Its unquantized weights (embeddings, head, norms) are cast to the compute dtype: from_pretrained keeps the
+    dtype they were saved in (fp32 when quantized on an AVX2 CPU), whatever `dtype` asks.
+
     Layers bitsandbytes' packed CPU kernel cannot take stay off it (`ops.model.cpu_kernels.guard_packed_kernel`),
     which says so once through `log` on CPUs with AVX512-BF16 and is silent elsewhere.
     On a CPU it first stops glibc keeping freed tensors in the heap (`fix_cpu_mmap_threshold`).
@@ -37,6 +40,9 @@ def load_quantized_model(model_dir: str | Path, device: DeviceInfo,
         fix_cpu_mmap_threshold()
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), device_map=device_map(device), dtype=device.compute_dtype)
     model.config.use_cache = False
+    for param in model.parameters():  # a 4-bit checkpoint keeps the dtype it was quantized in for these
+        if param.is_floating_point() and param.dtype != device.compute_dtype and type(param).__name__ != "Params4bit":
+            param.data = param.data.to(device.compute_dtype)
     guard_packed_kernel(model, log)
     return model
 
