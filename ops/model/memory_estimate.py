@@ -172,10 +172,10 @@ def estimate_for_checkpoint(model_dir: str | Path, batch_size: int, seq_len: int
         device_type=device_type)
 
 
-def estimate_from_recipe(recipe: dict, model_config: str | Path | None = None) -> tuple[str, MemoryEstimate]:
+def estimate_from_recipe(recipe: dict, model_config: str | Path | ModelShape | None = None) -> tuple[str, MemoryEstimate]:
     """The estimate for a pipeline recipe (a Dagster run config as in configs/*.yaml) on a GPU.
 
-    The shape comes from `model_config` (a config.json or its folder) when given, else from `KNOWN_SHAPES` by the
+    The shape comes from `model_config` (a shape, a config.json or its folder) when given, else from `KNOWN_SHAPES` by the
     recipe's `resources.base_model.config.model_id`. Returns (model id, estimate); raises KeyError naming the id
     when its shape is unknown.
     """
@@ -188,7 +188,9 @@ def estimate_from_recipe(recipe: dict, model_config: str | Path | None = None) -
     seq_len = (ops.get("training_dataset", {}).get("config") or {}).get("max_seq_len", 512)
     quant = ops.get("quantized_base_model", {}).get("config") or {}
     compute = quant.get("compute_dtype", "auto")
-    if model_config is not None:
+    if isinstance(model_config, ModelShape):
+        shape = model_config
+    elif model_config is not None:
         shape = ModelShape.from_config(model_config)
     elif model_id in KNOWN_SHAPES:
         shape = KNOWN_SHAPES[model_id]
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> None:
         import yaml
 
         name, est = estimate_from_recipe(yaml.safe_load(args.config.read_text()) or {},
-                                         None if known else args.model_config)
+                                         KNOWN_SHAPES[args.model_config] if known else args.model_config)
+        name = args.model_config or name
     elif args.model_config:
         name = args.model_config
         shape = KNOWN_SHAPES[name] if known else ModelShape.from_config(name)
