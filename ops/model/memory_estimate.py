@@ -21,10 +21,9 @@ DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 ADAMW_BYTES_PER_TRAINABLE = 4 + 4 + 8  # fp32 LoRA weight, its fp32 gradient, two fp32 AdamW moments
 LOSS_FP32_BUFFERS = 3  # cross-entropy on (tokens x vocab): fp32 logits copy, log-softmax saved, its gradient
 # What the process holds before the model: Python with torch, transformers, peft, bitsandbytes and the Trainer
-# imported (RSS measured on the AVX2 2-core machine: 370 MB for torch+transformers alone, about 600 MB with the
-# whole training stack, benchmarks/memory.py "runtime" figure), or the CUDA context and cuBLAS workspace on a GPU
-# (about 0.5 GiB on recent NVIDIA cards; torch's allocator figures do not count it).
-RUNTIME_BYTES = {"cpu": 600 * 2**20, "cuda": 512 * 2**20}
+# imported (RSS 516 MB measured on the AVX2 2-core machine, benchmarks/memory.py "runtime MB"), or the CUDA context
+# and cuBLAS workspace on a GPU (about 0.5 GiB on recent NVIDIA cards; torch's allocator figures do not count it).
+RUNTIME_BYTES = {"cpu": 520 * 2**20, "cuda": 512 * 2**20}
 
 
 class ModelShape(BaseModel):
