@@ -156,6 +156,8 @@ def run() -> dict:
                           "runtime MB": round(t["runtime_mb"]), "estimate MB": round(t["estimate_mb"]),
                           "estimate error %": round(100 * (t["estimate_mb"] / t["peak_mb"] - 1), 1),
                           "train s": round(t["seconds"], 1), "loss": round(t["loss"], 4)})
+    if "qlora_fp32_peak_mb" in figures and "qlora_fp32_glibc_peak_mb" in figures:
+        figures["mmap_threshold_fixed_over_glibc"] = round(figures["qlora_fp32_peak_mb"] / figures["qlora_fp32_glibc_peak_mb"], 3)
     ratio = None
     if "qlora_bf16_peak_mb" in figures and "lora16_peak_mb" in figures:
         ratio = figures["qlora_bf16_peak_mb"] / figures["lora16_peak_mb"]

@@ -80,7 +80,7 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
 class MemoryEstimate(BaseModel):
     """Predicted peak memory of one training process, in bytes, with its parts."""
 
-    quantized_weights: int
+    quantized_weights: int  # the blocks' linear weights: 4-bit for QLoRA, else in the compute dtype
     other_weights: int  # embeddings, output head, norms: not quantized
     lora_state: int  # LoRA weights, gradients and AdamW moments
     activations: int
@@ -90,7 +90,7 @@ class MemoryEstimate(BaseModel):
 
     def describe(self) -> str:
         mb = lambda b: f"{b / 2**20:,.0f} MB"  # noqa: E731
-        return (f"estimated peak {mb(self.total)} = 4-bit weights {mb(self.quantized_weights)} + other weights "
+        return (f"estimated peak {mb(self.total)} = linear weights {mb(self.quantized_weights)} + other weights "
                 f"{mb(self.other_weights)} + LoRA and AdamW {mb(self.lora_state)} + activations "
                 f"{mb(self.activations)} + logits and loss {mb(self.loss)} + runtime {mb(self.runtime)}")
 

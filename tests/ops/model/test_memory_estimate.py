@@ -74,7 +74,7 @@ def test_fit_error_names_the_numbers():
 def test_cli_prints_the_estimate_of_a_recipe(capsys):
     main(["--config", str(REPO_ROOT / "configs" / "llama3_8b_qlora_alpaca.yaml")])
     line = capsys.readouterr().out.strip()
-    assert line.startswith("meta-llama/Llama-3.1-8B: estimated peak ") and "4-bit weights" in line
+    assert line.startswith("meta-llama/Llama-3.1-8B: estimated peak ") and "linear weights" in line
 
 
 def test_cli_unknown_model_names_it():
