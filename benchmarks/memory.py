@@ -103,8 +103,8 @@ def worker(stage: str, name: str, work: Path) -> dict:
         if (work / _checkpoint(name)).exists():
             return {}
         if quantized:
-            quantize_base(resolve_base(str(work / "base")), QuantSpec(compute_dtype=dtype), device, work / _checkpoint(name),
-                          log=lambda _: None)
+            quantize_base(resolve_base(str(work / "base")), QuantSpec(compute_dtype=dtype), device,
+                          work / _checkpoint(name), log=lambda _: None)
         else:  # the 16-bit checkpoint LoRA trains on
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -152,12 +152,14 @@ def run() -> dict:
             t = _spawn("train", name, work)
             figures.update({f"{name}_peak_mb": round(t["peak_mb"]), f"{name}_estimate_mb": round(t["estimate_mb"]),
                             **({f"{name}_prepare_peak_mb": round(q["peak_mb"])} if q else {})})
-            table.append({"change": change, "prepare peak MB": round(q["peak_mb"]) if q else "(shared)", "train peak MB": round(t["peak_mb"]),
+            table.append({"change": change, "prepare peak MB": round(q["peak_mb"]) if q else "(shared)",
+                          "train peak MB": round(t["peak_mb"]),
                           "runtime MB": round(t["runtime_mb"]), "estimate MB": round(t["estimate_mb"]),
                           "estimate error %": round(100 * (t["estimate_mb"] / t["peak_mb"] - 1), 1),
                           "train s": round(t["seconds"], 1), "loss": round(t["loss"], 4)})
     if "qlora_fp32_peak_mb" in figures and "qlora_fp32_glibc_peak_mb" in figures:
-        figures["mmap_threshold_fixed_over_glibc"] = round(figures["qlora_fp32_peak_mb"] / figures["qlora_fp32_glibc_peak_mb"], 3)
+        fixed, before = figures["qlora_fp32_peak_mb"], figures["qlora_fp32_glibc_peak_mb"]
+        figures["mmap_threshold_fixed_over_glibc"] = round(fixed / before, 3)
     ratio = None
     if "qlora_bf16_peak_mb" in figures and "lora16_peak_mb" in figures:
         ratio = figures["qlora_bf16_peak_mb"] / figures["lora16_peak_mb"]

@@ -105,3 +105,14 @@ def test_estimate_is_within_a_quarter_of_the_measured_peak(tiny_quantized, tiny_
     # The tiny model's peak is almost all runtime (the imported libraries): this checks that term and the
     # wiring; benchmarks/memory.py checks the model-dependent terms on a 134M model.
     assert estimated == pytest.approx(measured, rel=0.25), (estimated / 2**20, measured / 2**20)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_run_larger_than_the_gpu_fails_before_loading():
+    from ops.model.device import GPUMemoryError, ensure_fits, resolve_device
+
+    device = resolve_device(require_gpu=True)
+    free = ensure_fits(2**20, device)
+    with pytest.raises(GPUMemoryError, match=r"^training needs about .* GiB \(estimated\) but the GPU "):
+        ensure_fits(free + 2**30, device)
