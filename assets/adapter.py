@@ -54,8 +54,10 @@ def qlora_adapter(
     s = result.summary
     metadata = typed_metadata(
         s, "trainable_params", "steps", "max_steps", "epochs", "final_loss", "best_step", "best_eval_loss",
-        "stopped_early", "tokens_per_second", "padding_share", "wall_seconds", "optimizer", "device", "compute_dtype", "mlflow_run_id",
-        trainable_share_pct=100 * s.trainable_share, peak_memory_mb=s.peak_memory_bytes / 2**20)
+        "stopped_early", "tokens_per_second", "padding_share", "wall_seconds", "optimizer", "device", "compute_dtype",
+        "mlflow_run_id",
+        trainable_share_pct=100 * s.trainable_share, peak_memory_mb=s.peak_memory_bytes / 2**20,
+        estimated_peak_memory_mb=s.estimated_peak_memory_bytes / 2**20 if s.estimated_peak_memory_bytes else None)
     curve = Path(result.ref.path) / LOSS_CURVE_FILE
     if curve.is_file():  # the training (and eval) loss as a picture, and the numbers behind it
         # inline: a sparkline (train blue, eval orange); the full chart with axes opens from "Show Markdown"

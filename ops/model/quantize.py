@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from .base_resolution import ResolvedBase
 from .cpu_features import cpu_features
 from .cpu_kernels import guard_packed_kernel, linear4bit_layers, named_kernel_errors, restore_layer
-from .device import DeviceInfo, compute_dtype_choice
+from .device import DeviceInfo, compute_dtype_choice, fix_cpu_mmap_threshold
 from .loading import device_map, load_quantized_model, load_tokenizer
 from .spec import QuantizedBase, QuantSpec
 
@@ -108,6 +108,8 @@ def quantize_base(
         PackedKernelError: a kernel failure, named with the layer and the CPU.
     """
     started = time.time()
+    if device.type == "cpu":
+        fix_cpu_mmap_threshold()  # the load's freed fp32 tensors go back to the OS rather than stay in the heap
     bnb_config = build_bnb_config(spec, device)
     dtype_reason = compute_dtype_choice(device.type, spec.compute_dtype)[1]
     log(f"quantizing {base.model_id} to {spec.quant_type} (double quant {spec.double_quant}) on {device.type}, "

@@ -166,6 +166,7 @@ class TrainResult(StepSummary):
     tokens_per_second: float  # real (non-padding) tokens per wall second since training began
     train_tokens: int
     peak_memory_bytes: int
+    estimated_peak_memory_bytes: Optional[int] = None  # ops.model.memory_estimate's prediction, before loading
     optimizer: str  # what actually ran (a paged optimizer falls back to non-paged state on a CPU)
     device: str
     compute_dtype: str

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from peft import LoraConfig, get_peft_model
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from ..data.tokens import MODEL_COLUMNS
 from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
-from ..model.device import DeviceInfo, peak_memory_bytes, reset_peak_memory, resolve_device
-from ..model.loading import load_quantized_model, load_tokenizer
+from ..model.device import DeviceInfo, ensure_fits, peak_memory_bytes, reset_peak_memory, resolve_device
+from ..model.loading import load_quantized_model, load_tokenizer, prepare_for_training
+from ..model.memory_estimate import estimate_for_checkpoint
 from .callbacks import NonFiniteLossGuard, ProgressCallback
 from .loss_curve import LOSS_CURVE_FILE, plot_loss_curve
 from .outcome import best_checkpoint_step, eval_history
@@ -162,13 +163,14 @@ def train_adapter(
         # in memory: a cache file would be written into the dataset artifact's folder
         data = data.map(lambda row: {LENGTH_COLUMN: len(row["input_ids"])}, keep_in_memory=True)
     tokenizer = load_tokenizer(model_dir)
+    estimate = estimate_for_checkpoint(model_dir, spec.batch_size, max(map(len, data["input_ids"])), spec.r,
+                                       device.dtype_name, spec.gradient_checkpointing, spec.dropout > 0, device.type)
+    log(estimate.describe())
+    ensure_fits(estimate.total, device)  # on a GPU, fails here, before loading, when the estimate exceeds free memory
     model = load_quantized_model(model_dir, device, log)
     if spec.packing:
         check_packing_support(model, device)
-    model = prepare_model_for_kbit_training(
-        model, use_gradient_checkpointing=spec.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},  # the reentrant variant warns and breaks with frozen inputs
-    )
+    model = prepare_for_training(model, spec.gradient_checkpointing)
     torch.manual_seed(spec.seed)
     model = get_peft_model(model, build_lora_config(spec))
     trainable, total = model.get_nb_trainable_parameters()
@@ -222,6 +224,7 @@ def train_adapter(
         tokens_per_second=progress.tokens_per_second(),
         train_tokens=counter.tokens,
         peak_memory_bytes=peak_memory_bytes(device.type),
+        estimated_peak_memory_bytes=estimate.total,
         optimizer=describe_optimizer(trainer.optimizer, spec.optim, device),
         device=device.type,
         compute_dtype=device.dtype_name,
