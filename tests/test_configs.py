@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import typing
 
+import re
+
 import pytest
 import yaml
 
 from ops.core.paths import REPO_ROOT
 from ops.data.spec import DataSpec
+from ops.model.memory_estimate import estimate_from_recipe
 from pipelines.run import check_run_config
 from tests.tiny import TINY_RECIPE
 
@@ -35,7 +38,11 @@ def test_recipe_passes_the_runners_checks(path):
 def test_gpu_recipe_header_gives_the_command_and_the_memory(path):
     header = path.read_text().split("\nresources:")[0]
     assert f"python -m pipelines.run configs/{path.name}" in header
-    assert "GPU memory: about " in header and " GB at the peak, estimated" in header
+    stated = re.search(r"GPU memory: about (\d+) GB at the peak, estimated", header)
+    assert stated, "the header states no GPU memory"
+    # the figure is the estimator's for this recipe (the check the training step runs before loading)
+    _, estimate = estimate_from_recipe(yaml.safe_load(path.read_text()))
+    assert abs(int(stated.group(1)) - estimate.total / 2**30) <= 0.5, (stated.group(1), estimate.describe())
     train = yaml.safe_load(path.read_text())["ops"]["qlora_adapter"]["config"]
     # the QLoRA paper's values for 7B models
     assert (train["r"], train["alpha"], train["dropout"], train["learning_rate"], train["max_grad_norm"]) == (

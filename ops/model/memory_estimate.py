@@ -72,6 +72,7 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
         "Qwen/Qwen2.5-7B-Instruct": (152064, 3584, 18944, 28, 28, 4, False),
         "mistralai/Mistral-7B-v0.1": (32000, 4096, 14336, 32, 32, 8, False),
         "mistralai/Mistral-7B-v0.3": (32768, 4096, 14336, 32, 32, 8, False),
+        "mistralai/Mistral-7B-Instruct-v0.3": (32768, 4096, 14336, 32, 32, 8, False),
         "HuggingFaceTB/SmolLM-135M": (49152, 576, 1536, 30, 9, 3, True),
     }.items()
 }
@@ -182,8 +183,11 @@ def estimate_from_recipe(recipe: dict, model_config: str | Path | ModelShape | N
 
     model_id = (recipe.get("resources", {}).get("base_model", {}).get("config", {}) or {}).get("model_id", "?")
     ops = recipe.get("ops", {})
-    train = {k: v for k, v in (ops.get("qlora_adapter", {}).get("config") or {}).items() if k in TrainSpec.model_fields}
-    spec = TrainSpec(**train)
+    train = ops.get("qlora_adapter", {}).get("config") or {}
+
+    def setting(name: str):  # the recipe's value or TrainSpec's default (no whole-spec validation: a length is not needed)
+        return train.get(name, TrainSpec.model_fields[name].default)
+
     seq_len = (ops.get("training_dataset", {}).get("config") or {}).get("max_seq_len", 512)
     quant = ops.get("quantized_base_model", {}).get("config") or {}
     compute = quant.get("compute_dtype", "auto")
@@ -197,8 +201,8 @@ def estimate_from_recipe(recipe: dict, model_config: str | Path | ModelShape | N
         raise KeyError(f"no shape known for {model_id!r}; pass --model-config with its config.json "
                        f"(known: {', '.join(KNOWN_SHAPES)})")
     return model_id, estimate_training_memory(
-        shape, spec.batch_size, seq_len, spec.r, compute_dtype="bfloat16" if compute == "auto" else compute,
-        gradient_checkpointing=spec.gradient_checkpointing, lora_dropout=spec.dropout > 0, device_type="cuda")
+        shape, setting("batch_size"), seq_len, setting("r"), compute_dtype="bfloat16" if compute == "auto" else compute,
+        gradient_checkpointing=setting("gradient_checkpointing"), lora_dropout=setting("dropout") > 0, device_type="cuda")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -211,6 +215,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compute-dtype", default="bfloat16", choices=sorted(DTYPE_BYTES))
     parser.add_argument("--no-gradient-checkpointing", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        print(_describe(args, parser))
+    except (KeyError, ValueError, OSError) as err:  # an unknown model, a bad config.json or recipe: one line
+        parser.exit(2, f"error: {err.args[0] if isinstance(err, KeyError) else err}\n")
+
+
+def _describe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
     known = args.model_config in KNOWN_SHAPES
     if args.config:
         import yaml
@@ -225,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
                                        gradient_checkpointing=not args.no_gradient_checkpointing)
     else:
         parser.error("give --config or --model-config")
-    print(f"{name}: {est.describe()} (GPU, ops/model/memory_estimate.py)")
+    return f"{name}: {est.describe()} (GPU, ops/model/memory_estimate.py)"
 
 
 if __name__ == "__main__":

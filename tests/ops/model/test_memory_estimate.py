@@ -77,11 +77,17 @@ def test_cli_prints_the_estimate_of_a_recipe(capsys):
     assert line.startswith("meta-llama/Llama-3.1-8B: estimated peak ") and "linear weights" in line
 
 
-def test_cli_unknown_model_names_it():
-    with pytest.raises(KeyError, match="no shape known for 'org/unknown'"):
-        from ops.model.memory_estimate import estimate_from_recipe
+def test_cli_unknown_model_names_it(tmp_path, capsys):
+    from ops.model.memory_estimate import estimate_from_recipe, main
 
+    with pytest.raises(KeyError, match="no shape known for 'org/unknown'"):
         estimate_from_recipe({"resources": {"base_model": {"config": {"model_id": "org/unknown"}}}})
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("resources: {base_model: {config: {model_id: org/unknown}}}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", str(recipe)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: no shape known for 'org/unknown'") and err.count("\n") == 1
 
 
 TRAIN_IN_A_FRESH_PROCESS = """
@@ -90,7 +96,7 @@ from pathlib import Path
 from ops.model.device import DeviceInfo
 from ops.train.spec import TrainSpec
 from ops.train.trainer import train_adapter
-spec = TrainSpec(max_steps=2, batch_size=8, logging_steps=1, warmup_steps=1, save_steps=10)
+spec = TrainSpec(max_steps=2, batch_size=8, logging_steps=1, save_steps=10)
 r = train_adapter(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), spec,
                   DeviceInfo("cpu", "t", torch.float32), log=lambda _: None)
 print(json.dumps([r.estimated_peak_memory_bytes, r.peak_memory_bytes]))
