@@ -46,6 +46,15 @@ EXERCISED = {
     r"dagster dev": "tests/pipelines/test_dagster_dev.py::test_sensor_turned_on_in_dagster_dev_runs_once_per_data_change",
     # prints tests/test_bad_inputs.readme_rows(), which this test compares with the README
     r"python -m tests\.test_bad_inputs": "tests/test_bad_inputs.py::test_the_readme_table_is_this_output",
+    # the harness on real subprocesses (fake benchmark modules); the real benchmarks are too slow for the suite
+    r"make bench": "tests/benchmarks/test_harness.py::test_markdown_reports_each_benchmark",
+    r"\.venv/bin/python -m benchmarks( \w+)*": "tests/benchmarks/test_harness.py::test_a_subset_rerun_keeps_the_other_results",
+    r"\.venv/bin/python -m ops\.model\.memory_estimate --config \S+":
+        "tests/ops/model/test_memory_estimate.py::test_cli_prints_the_estimate_of_a_recipe",
+    r"make ui UI_PORT=\d+": "tests/ui/test_make_ui.py::test_make_ui_stops_and_leaves_no_process",
+    # the UI tests' fixture serves the pipeline's sqlite store the same way
+    r"\.venv/bin/mlflow server --backend-store-uri \S+":
+        "tests/ui/test_browser.py::test_the_pipeline_pages_and_its_mlflow_run_show_what_a_person_needs",
 }
 
 
