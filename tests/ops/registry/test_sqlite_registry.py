@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from ops.registry import sqlite_registry
-from ops.registry.champion import CHAMPION, apply_gate, champion_value, read_champion
+from ops.registry.champion import apply_gate, champion_value, read_champion
 from ops.registry.register import find_version_by_tag
 from ops.registry.registration import cached_registration
 from ops.registry.sqlite_registry import NotReadable, alias_holder, registered_hit, run_metric
