@@ -84,13 +84,12 @@ def adapter_evaluation_checks(adapter_evaluation: ArtifactRef, mlflow: MLflowRes
     """A failed beats_base blocks registration; a regression against the champion only warns."""
     report = read_result(adapter_evaluation, EvaluationReport)
     yield _result(EVALUATION, "beats_base", evaluation_checks.beats_base(report))
-    from mlflow import MlflowClient  # here, not at the top: MLflow takes seconds to import
-
-    from ops.registry.champion import champion_value
+    # Reads an embedded registry without importing MLflow (seconds); other registries through MLflow's client.
+    from ops.registry.champion import read_champion
 
     gate = registered_model.gate()  # the same model and metric registered_adapter's gate uses
-    client = MlflowClient(tracking_uri=mlflow.resolved_tracking_uri(), registry_uri=mlflow.resolved_registry_uri())
-    version, value = champion_value(client, gate.model_name, gate.primary_metric)
+    version, value = read_champion(mlflow.resolved_tracking_uri(), mlflow.resolved_registry_uri(), gate.model_name,
+                                   gate.primary_metric)
     yield _result(EVALUATION, "no_regression_vs_champion",
                   evaluation_checks.no_regression(report, gate.primary_metric, value, version), dg.AssetCheckSeverity.WARN)
 

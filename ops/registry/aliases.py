@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from mlflow import MlflowClient
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # no MLflow import here: a cached registration reads the aliases without it
+    from mlflow import MlflowClient
 
 RESERVED_ALIASES = ("latest",)  # MLflow also reserves version-like aliases: v1, V2, ...
 
@@ -14,13 +17,18 @@ def check_alias(alias: str) -> str:
     return alias
 
 
-def version_summary(client: MlflowClient, name: str, version: int | str, alias: str) -> dict:
-    """How to load a registered version, and where its aliases stand.
+def alias_summary(name: str, version: int | str, alias: str, aliases: dict[str, int]) -> dict:
+    """How to load a registered version, and where its aliases stand, given the model's aliases (alias -> version).
 
     `model_uri` names the version itself (models:/NAME/VERSION), so it always loads this adapter; an alias
     (`alias_uri`) moves with later registrations and the gate, so it may have moved on (`alias_version`).
     """
-    aliases = {a: int(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
     return {"model_uri": f"models:/{name}/{version}", "alias_uri": f"models:/{name}@{alias}",
             "alias_version": aliases.get(alias),
             "version_aliases": sorted(a for a, v in aliases.items() if v == int(version))}
+
+
+def version_summary(client: MlflowClient, name: str, version: int | str, alias: str) -> dict:
+    """`alias_summary` with the model's aliases read through MLflow's client."""
+    aliases = {a: int(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
+    return alias_summary(name, version, alias, aliases)

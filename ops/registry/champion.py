@@ -8,14 +8,15 @@ decision and the numbers behind it are written to the version's tags, so the reg
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
-
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ..evaluation.report import improvement, lower_is_better
 from .aliases import check_alias
+from .sqlite_registry import NotReadable, VersionRow, alias_holder, run_metric
+
+if TYPE_CHECKING:  # MLflow is imported where a client is used: the champion check may read sqlite without it
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 CHAMPION, CHALLENGER, SKIPPED = "champion", "challenger", "skipped"
 VALUE_TAG = "gate_candidate_value"
@@ -52,16 +53,25 @@ def decide(metric: str, candidate: float, champion: Optional[float], champion_ve
 
 
 def current_champion(client: MlflowClient, name: str) -> Optional[ModelVersion]:
+    from mlflow.exceptions import MlflowException
+
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:  # no such alias (or model) yet
         return None
 
 
+def gated_value(tags: dict[str, str], metric: str) -> Optional[float]:
+    """The value a version was gated with, when it was gated on `metric` (its tags), else None."""
+    if tags.get(VALUE_TAG) and tags.get("gate_metric") == metric:
+        return float(tags[VALUE_TAG])
+    return None
+
+
 def version_metric(client: MlflowClient, version: ModelVersion, metric: str) -> Optional[float]:
     """The metric a version was gated on (its tag), else what its MLflow run logged."""
-    if version.tags.get(VALUE_TAG) and version.tags.get("gate_metric") == metric:
-        return float(version.tags[VALUE_TAG])
+    if (gated := gated_value(version.tags, metric)) is not None:
+        return gated
     if version.run_id:
         value = client.get_run(version.run_id).data.metrics.get(metric)
         return None if value is None else float(value)
@@ -74,6 +84,29 @@ def champion_value(client: MlflowClient, name: str, metric: str) -> tuple[Option
     if champion is None:
         return None, None
     return str(champion.version), version_metric(client, champion, metric)
+
+
+def read_champion(tracking_uri: str, registry_uri: str, name: str,
+                  metric: str) -> tuple[Optional[str], Optional[float]]:
+    """`champion_value` for these URIs, read from the embedded sqlite registry without importing MLflow when it
+    can answer (a fully cached rerun's regression check), else through MLflow's client.
+
+    Returns:
+        (champion version, its value on `metric`), or (None, None) when there is no champion.
+    Raises:
+        MlflowException: as `champion_value` (e.g. the champion's run is gone).
+    """
+    try:
+        champion: Optional[VersionRow] = alias_holder(registry_uri, name, CHAMPION)
+        if champion is None:
+            return None, None
+        if (gated := gated_value(champion.tags, metric)) is not None or not champion.run_id:
+            return str(champion.version), gated
+        return str(champion.version), run_metric(tracking_uri, champion.run_id, metric)
+    except NotReadable:
+        from mlflow import MlflowClient
+
+        return champion_value(MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri), name, metric)
 
 
 def _record(client: MlflowClient, name: str, version: str | int, decision: GateDecision, keep: tuple = ()) -> None:
@@ -101,6 +134,8 @@ def apply_gate(client: MlflowClient, name: str, version: str | int, metric: str,
 def promote(client: MlflowClient, name: str, version: str | int, alias: str,
             log: Callable[[str], None] = print) -> GateDecision:
     """Point `alias` at `version` by hand (a promotion or a rollback), recording who held it before on the version."""
+    from mlflow.exceptions import MlflowException
+
     check_alias(alias)
     target = client.get_model_version(name, str(version))  # raises when the version does not exist
     try:

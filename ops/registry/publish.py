@@ -12,7 +12,7 @@ from ..evaluation.report import EvaluationReport
 from ..model.spec import QuantizedBase
 from ..train.loss_curve import LOSS_CURVE_FILE
 from ..train.spec import TrainResult
-from .register import Registration, register_once
+from .registration import Registration, register_once
 from .spec import RegistrySpec, registration_fields  # noqa: F401  (re-exported: it was defined here)
 from .tracking import MlflowTarget, check_tracking_server, lineage_tags, project_release
 

@@ -1,9 +1,10 @@
-"""Register a trained adapter in MLflow: a run, the logged model, a registry version with lineage tags, an alias;
-never the same adapter twice, and one registration at a time on an embedded registry.
+"""Register a trained adapter in MLflow: a run, the logged model, a registry version with lineage tags, an alias.
 
-sqlite allows one writer; MLflow's registration is several transactions (model, version, tags, alias), and
-concurrent ones fail with "database is locked" or interleave. A tracking server serialises for itself, so
-the lock applies to sqlite URIs only. Holding it also makes check-then-register (idempotency) atomic.
+Callers go through `register_once` (ops/registry/registration.py): never the same adapter twice, and one
+registration at a time on an embedded registry. sqlite allows one writer; MLflow's registration is several
+transactions (model, version, tags, alias), and concurrent ones fail with "database is locked" or interleave. A
+tracking server serialises for itself, so the lock applies to sqlite URIs only. Holding it also makes
+check-then-register (idempotency) atomic.
 """
 
 from __future__ import annotations
@@ -12,39 +13,19 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable
 
 import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, ConfigDict
 
 from ..core.fingerprint import FINGERPRINT_LEN
-from ..core.locks import file_lock
 from .aliases import check_alias, version_summary
 from .champion import apply_gate
+from .registration import Registration, register_once, registry_lock  # noqa: F401  (re-exported: defined here before)
 from .spec import RegistrySpec
-from .tracking import ensure_experiment, filter_literal, flatten_params, numeric_metrics, sqlite_path
-
-
-class Registration(BaseModel):
-    """A registered adapter: which version holds it, where the alias stands, and how to load it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    model_name: str
-    version: int
-    alias: str
-    run_id: Optional[str]  # the MLflow run that logged the model
-    tracking_uri: str
-    gate_decision: str  # champion, challenger, skipped (ops/registry/champion.py), or "" for an older version
-    model_uri: str  # models:/NAME/VERSION: always this adapter's version
-    alias_uri: str  # models:/NAME@ALIAS: moves with later registrations
-    alias_version: Optional[int]  # where the alias points now (None: unset)
-    version_aliases: list[str]  # every alias on this version
-    cache_hit: bool = False  # a version already held this adapter; nothing was registered
-
+from .tracking import ensure_experiment, filter_literal, flatten_params, numeric_metrics
 
 REGISTRATION_TIMEOUT_S = 300  # the file and sqlite stores are READY at once; remote registries may copy files first
 
@@ -176,44 +157,3 @@ def register_adapter(*, tracking_uri: str, registry_uri: str | None, artifact_lo
     return Registration(model_name=spec.model_name, version=int(mv.version), alias=spec.alias, run_id=run_id,
                         tracking_uri=tracking_uri, gate_decision=gate.decision,
                         **version_summary(client, spec.model_name, mv.version, spec.alias))
-
-
-@contextmanager
-def registry_lock(tracking_uri: str, timeout_s: float = 900.0) -> Iterator[None]:
-    """Held around registrations against a sqlite registry; a no-op for tracking servers."""
-    database = sqlite_path(tracking_uri)
-    if database is None:
-        yield
-        return
-    with file_lock(database.with_name(database.name + ".lock"), timeout_s):
-        yield
-
-
-def register_once(dedupe_tag: str = "registration_fingerprint", force: bool = False, **kwargs: Any) -> Registration:
-    """`register_adapter(**kwargs)` unless a version tagged `dedupe_tag` with this value exists (then that
-    version, with cache_hit True); the check and the registration happen under the registry lock.
-
-    Either way `model_uri` names the version that holds this adapter (models:/NAME/VERSION): a cache hit does
-    not move the alias, which may since point at another adapter's version (`alias_version` says which).
-
-    Args:
-        dedupe_tag: the tag (in `kwargs["tags"]`) that names what is registered.
-        force: register a new version even when one already holds this adapter (still under the lock).
-        kwargs: as for `register_adapter`.
-    Returns:
-        the version that holds the adapter.
-    Raises:
-        as `register_adapter`; TimeoutError when another registration holds the lock too long.
-    """
-    spec, value = kwargs["spec"], kwargs["tags"][dedupe_tag]
-    tracking_uri, registry_uri = kwargs["tracking_uri"], kwargs.get("registry_uri") or kwargs["tracking_uri"]
-    with registry_lock(tracking_uri):
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-        existing = None if force else find_version_by_tag(client, spec.model_name, dedupe_tag, value)
-        if existing is None:
-            return register_adapter(**kwargs)
-        kwargs.get("log", print)(f"{spec.model_name} version {existing.version} already holds this adapter")
-        return Registration(model_name=spec.model_name, version=int(existing.version), alias=spec.alias,
-                            run_id=existing.run_id, tracking_uri=tracking_uri,
-                            gate_decision=existing.tags.get("gate_decision", ""), cache_hit=True,
-                            **version_summary(client, spec.model_name, existing.version, spec.alias))

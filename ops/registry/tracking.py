@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..core.paths import default_mlflow_artifacts
+
+if TYPE_CHECKING:  # MLflow is imported where a client is made: a warm run reads the registry without it
+    from mlflow.tracking import MlflowClient
 
 SQLITE_PREFIX = "sqlite:///"  # an embedded registry: one file, one writer at a time
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value (older servers: 500); longer values are cut
@@ -119,6 +120,8 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def start_run(tracking_uri: str, experiment: str, name: str, params: dict[str, Any],
               tags: dict[str, str] | None = None, artifact_location: str | None = None) -> str:
     """Create a run with flattened params and tags; return its id. The run stays open for later logging."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri)
     experiment_id = ensure_experiment(client, experiment, artifact_location, tracking_uri)
     run = client.create_run(experiment_id, run_name=name, tags=tags or {})
@@ -151,6 +154,8 @@ def resume_or_start_run(run_id_file: Path, tracking_uri: str, experiment: str, n
                         artifact_location: str | None = None) -> str:
     """The run recorded in `run_id_file` when it still exists (a resumed training keeps one loss curve),
     else a new run, recorded there."""
+    from mlflow.tracking import MlflowClient
+
     run_id_file = Path(run_id_file)
     if run_id_file.is_file():
         run_id = run_id_file.read_text().strip()
