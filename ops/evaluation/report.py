@@ -97,7 +97,7 @@ def report_table_md(report: EvaluationReport) -> str:
 
 def duration_text(seconds: float) -> str:
     """Seconds as a person reads them: 42.3 -> "42.3 s", 252 -> "4 min 12 s", 7380 -> "2 h 3 min"."""
-    if seconds < 60:
+    if round(seconds, 1) < 60:  # 59.96 s reads as 1 min 0 s, not 60.0 s
         return f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
@@ -132,12 +132,13 @@ def report_markdown(report: EvaluationReport) -> str:
     """The whole report as Markdown: the metric table, the counts, where the time went, and the sample generations."""
     from .samples import samples_markdown  # renders chat markers with jinja2: only when a report is written out
 
+    took = duration_text(report.seconds) + (f" ({readable(report.seconds)} s)" if report.seconds >= 60 else "")
     cached = f" Base numbers from the cache entry {report.base_fingerprint}." if report.base_cache_hit else ""
     return "\n".join([
         "# Evaluation on the held-out split", "",
         report_table_md(report), "",
         f"{report.eval_rows} rows scored for loss, {report.generation_rows} by generation; "
-        f"{report.device}, {report.compute_dtype}, {duration_text(report.seconds)} ({readable(report.seconds)} s).{cached}",
+        f"{report.device}, {report.compute_dtype}, {took}.{cached}",
         "", "## Where the time went", "", phases_markdown(report), "",
         "## Sample generations", "", samples_markdown(report.samples), "",
     ])
