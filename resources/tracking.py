@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ops.core.paths import default_tracking_uri
 
@@ -29,6 +29,13 @@ class MLflowResource(dg.ConfigurableResource):
         None, description="Where the MLflow UI serves this tracking store (e.g. http://127.0.0.1:5000 for `mlflow ui` "
                           "on the embedded sqlite database), for links from the assets; default: $MLFLOW_UI_URL, "
                           "else an http(s) tracking URI itself, else no links.")
+
+    @field_validator("ui_url")
+    @classmethod
+    def _ui_url(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (urlsplit(v).scheme not in ("http", "https") or not urlsplit(v).hostname):
+            raise ValueError(f"ui_url must be an http(s) address such as http://127.0.0.1:5000, got {v!r}")
+        return v
 
     def resolved_tracking_uri(self) -> str:
         return self.tracking_uri or default_tracking_uri()

@@ -25,7 +25,13 @@ def test_a_tracking_server_is_its_own_ui_without_credentials():
     server = MLflowResource(tracking_uri="https://user:secret@mlflow.example.org:8443/")
     assert server.resolved_ui_url() == "https://mlflow.example.org:8443"
     assert server.version_url("qlora demo", 3) == "https://mlflow.example.org:8443/#/models/qlora%20demo/versions/3"
-    assert MLflowResource(ui_url="not a url").resolved_ui_url() is None
+    with pytest.raises(ValueError, match="ui_url must be an http\\(s\\) address such as http://127.0.0.1:5000, got 'localhost:5000'"):
+        MLflowResource(ui_url="localhost:5000")
+
+
+def test_an_env_address_that_is_no_url_gives_no_links(monkeypatch):
+    monkeypatch.setenv("MLFLOW_UI_URL", "localhost:5000")  # no scheme: not guessed
+    assert MLflowResource(tracking_uri="sqlite:///x.db").resolved_ui_url() is None
 
 
 def test_run_url_names_the_runs_experiment(qlora_home):
@@ -38,3 +44,12 @@ def test_run_url_names_the_runs_experiment(qlora_home):
     assert mlflow.run_url("0" * 32, log=logged.append) is None  # no such run: no link, one line saying why
     assert len(logged) == 1 and "0" * 32 in logged[0]
     assert mlflow.run_url(None) is None
+
+
+def test_the_runner_checks_the_address_before_any_step_and_leaves_env_values_to_dagster():
+    from pipelines.run import check_resources
+
+    assert check_resources({"mlflow": {"config": {"ui_url": "localhost:5000"}}}) == [
+        "resources.mlflow.config.ui_url: ui_url must be an http(s) address such as http://127.0.0.1:5000, got "
+        "'localhost:5000'"]
+    assert check_resources({"mlflow": {"config": {"ui_url": {"env": "MLFLOW_UI_URL"}}}}) == []
