@@ -24,7 +24,6 @@ class MLflowResource(dg.ConfigurableResource):
     artifact_location: Optional[str] = Field(
         None, description="Artifact root for new experiments; default: next to a sqlite database, else the server's choice."
     )
-
     ui_url: Optional[str] = Field(
         None, description="Where the MLflow UI serves this tracking store (e.g. http://127.0.0.1:5000 for `mlflow ui` "
                           "on the embedded sqlite database), for links from the assets; default: $MLFLOW_UI_URL, "
