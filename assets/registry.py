@@ -44,11 +44,14 @@ def registered_adapter(
 
     info = publish_adapter(refs, fp, spec, mlflow.target(), base_model.model_id, context.run_id, force=config.force,
                            log=context.log.info)
+    links = {"mlflow_run": mlflow.run_url(info.run_id, log=context.log.warning),
+             "model_version_page": mlflow.version_url(info.model_name, info.version)}
     # model_uri names this adapter's version; alias_uri moves with later registrations (alias_version: 0 if unset).
     return dg.MaterializeResult(
         metadata=typed_metadata(info, "model_uri", "model_name", "version", "alias", "alias_uri", "gate_decision",
                                 "cache_hit", alias_version=info.alias_version or 0,
                                 version_aliases=", ".join(info.version_aliases) or "none", mlflow_run_id=info.run_id,
-                                tracking_uri=redact_uri(info.tracking_uri), fingerprint=fp),
+                                tracking_uri=redact_uri(info.tracking_uri), fingerprint=fp)
+        | {key: dg.MetadataValue.url(url) for key, url in links.items() if url},
         data_version=dg.DataVersion(fp),
     )

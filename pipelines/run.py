@@ -64,6 +64,11 @@ def check_run_config(config: dict) -> list[str]:
     return problems + check_resources(config.get("resources") or {})
 
 
+def _from_env(value) -> bool:
+    """A config value Dagster reads from the environment at run time ({"env": "NAME"}): not checked up front."""
+    return isinstance(value, dict) and set(value) == {"env"}
+
+
 def check_resources(resources: dict) -> list[str]:
     """Unknown resources and unknown resource keys, named the way step problems are (Dagster's own message is a
     schema dump)."""
@@ -75,9 +80,14 @@ def check_resources(resources: dict) -> list[str]:
         if resource is None:
             problems.append(f"resources.{name}: unknown resource; the resources are {', '.join(sorted(RESOURCES))}")
             continue
-        valid = set(type(resource).model_fields)
-        for key in sorted(set((section or {}).get("config") or {}) - valid):
+        valid, fields = set(type(resource).model_fields), (section or {}).get("config") or {}
+        for key in sorted(set(fields) - valid):
             problems.append(f"resources.{name}.config.{key}: unknown key; valid keys: {', '.join(sorted(valid))}")
+        try:  # the resource's own validators (e.g. the mlflow ui_url), before any step runs
+            type(resource)(**{k: v for k, v in fields.items() if k in valid and not _from_env(v)})
+        except ValidationError as err:
+            problems += [f"resources.{name}.config{''.join(f'.{p}' for p in e['loc'])}: "
+                         f"{e['msg'].removeprefix('Value error, ')}" for e in err.errors()]
     return problems
 
 

@@ -166,7 +166,12 @@ CASES = [
          "eval_steps (50), or set keep_best: false"),
     Case("a misspelled resource key", {}, {"resources": {"mlflow": {"config": {"tracking_url": "http://x"}}}},
          "  resources.mlflow.config.tracking_url: unknown key; valid keys: artifact_location, experiment, "
-         "registry_uri, tracking_uri"),
+         "registry_uri, tracking_uri, ui_url"),
+    Case("an MLflow UI address without a scheme", {}, {"resources": {"mlflow": {"config": {"ui_url": "localhost:5000"}}}},
+         "  resources.mlflow.config.ui_url: ui_url must be an http(s) address such as http://127.0.0.1:5000, got "
+         "'localhost:5000'"),
+    Case("a negative number of samples shown", {}, {"ops": {"adapter_evaluation": {"config": {"num_samples_shown": -1}}}},
+         "  ops.adapter_evaluation.config.num_samples_shown: num_samples_shown must be >= 0, got -1"),
     Case("a model folder without config.json", {}, {},
          "error: steps quantized_base_model, training_dataset failed: BaseModelError: base model directory {folder}/models/m has no "
          "config.json: not a transformers model folder",

@@ -1,7 +1,8 @@
 """Evaluate an adapter against its base on the held-out split: loss, perplexity and generation metrics.
 
 The 4-bit base is loaded once; the base numbers come from the same PEFT model with its adapter disabled,
-so both sides see identical quantized weights and only the adapter differs.
+so both sides see identical quantized weights and only the adapter differs. The base's numbers and generations are
+kept apart from the adapter's (ops.evaluation.base_cache), so the next adapter on the same base and data reuses them.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import evaluate
 import torch
 import torch.nn.functional as F
 
+from ..core.store import materialize
 from ..data.chat_template import answer_text, stop_token_ids
 from ..data.tokens import IGNORE_INDEX, MODEL_COLUMNS, pad_batch
 from ..model.cpu_kernels import named_kernel_errors
 from ..model.device import DeviceInfo
 from ..model.generation import batch_size_from_memory, encode_prompts, generate_ids
 from ..model.loading import load_adapter_model, load_tokenizer
+from .base_cache import BASE_STEP, BaseCache, BaseEvaluation, base_settings
 from .report import METRICS, METRICS_DIR, EvaluationReport, ModelScores
+from .samples import mark, readable_prompt
 from .spec import EvalSpec
 
 
@@ -111,8 +115,23 @@ def _summary(name: str, scores: ModelScores) -> str:
             f"exact_match {scores.exact_match:.2f} rouge_l {scores.rouge_l:.2f}")
 
 
+def sample_rows(gen_rows: datasets.Dataset, references: list[str], base_preds: list[str], tuned_preds: list[str],
+                tokenizer: Any, exact_match: Any, limit: int) -> list[dict[str, str]]:
+    """The first `limit` generation rows for reading: the rendered prompt (to find the row again), its instruction
+    and input without template boilerplate, the reference, base and tuned answers, and `match`: ✓ when the tuned
+    answer is an exact match by the exact_match metric itself (so the marks add up to the reported score)."""
+    rows = []
+    for prompt, ref, base, tuned in list(zip(gen_rows["prompt"], references, base_preds, tuned_preds))[:limit]:
+        instruction, input_text = readable_prompt(prompt, tokenizer)
+        hit = exact_match.compute(predictions=[tuned], references=[ref])["exact_match"] == 1.0
+        rows.append({"prompt": prompt, "instruction": instruction, "input": input_text, "reference": ref,
+                     "tuned": tuned, "match": mark(hit), "base": base})
+    return rows
+
+
 def evaluate_adapter(model_dir: str | Path, adapter_dir: str | Path, dataset_dir: str | Path, spec: EvalSpec,
-                     device: DeviceInfo, log: Callable[[str], Any] = print) -> EvaluationReport:
+                     device: DeviceInfo, log: Callable[[str], Any] = print,
+                     base_cache: BaseCache | None = None) -> EvaluationReport:
     """Score the base and base+adapter on the held-out split.
 
     Args:
@@ -122,6 +141,8 @@ def evaluate_adapter(model_dir: str | Path, adapter_dir: str | Path, dataset_dir
         spec: generation length, rows generated, batch size.
         device: where to run.
         log: one line per model scored.
+        base_cache: where the base's scores and generations are kept (ops.evaluation.base_cache); when its entry
+            exists the base is not scored again. None: the base is scored and kept nowhere.
     Returns:
         base, tuned and delta scores (loss in nats per target token), sample generations, seconds.
     Raises:
@@ -140,26 +161,44 @@ def evaluate_adapter(model_dir: str | Path, adapter_dir: str | Path, dataset_dir
     stop_ids = stop_token_ids(tokenizer, model.generation_config)
     references = [clean_reference(c, tokenizer, stop_ids) for c in gen_rows["completion"]]
     prompt_ids = encode_prompts(tokenizer, list(gen_rows["prompt"]))  # once, for both models
-    with named_kernel_errors("evaluate (base)", model), model.disable_adapter():
-        base, base_preds = score_model(model, tokenizer, eval_rows, prompt_ids, references, spec, metrics, stop_ids,
-                                       phases, "base")
-    log(_summary("base", base))
+
+    def score_base(_tmp=None) -> BaseEvaluation:
+        base_started, base_phases = time.perf_counter(), {}
+        with named_kernel_errors("evaluate (base)", model), model.disable_adapter():
+            scores, predictions = score_model(model, tokenizer, eval_rows, prompt_ids, references, spec, metrics,
+                                              stop_ids, base_phases, "base")
+        return BaseEvaluation(scores=scores, predictions=predictions, eval_rows=len(eval_rows),
+                              generation_rows=len(gen_rows), device=device.type, compute_dtype=device.dtype_name,
+                              phases=base_phases, seconds=round(time.perf_counter() - base_started, 3))
+
+    if base_cache is None:
+        base_entry, base_hit = score_base(), False
+    else:
+        stored = materialize(base_cache.store, BASE_STEP, base_cache.fingerprint, score_base, BaseEvaluation,
+                             force=base_cache.force, log=log,
+                             config=base_settings(spec, device.type, device.dtype_name))
+        base_entry, base_hit = stored.summary, stored.cache_hit
+    base, base_preds = base_entry.scores, base_entry.predictions
+    # A hit costs nothing now; say what it saved rather than mix another run's seconds into this one's phases.
+    phases.update({"base.cached_s": base_entry.seconds} if base_hit else base_entry.phases)
+    log(_summary("base (cached)" if base_hit else "base", base))
     with named_kernel_errors("evaluate (tuned)", model):
         tuned, tuned_preds = score_model(model, tokenizer, eval_rows, prompt_ids, references, spec, metrics, stop_ids,
                                          phases, "tuned")
     log(_summary("tuned", tuned))
 
-    samples = [{"prompt": p, "reference": r, "base": b, "tuned": t}
-               for p, r, b, t in zip(gen_rows["prompt"], references, base_preds, tuned_preds)]
     return EvaluationReport(
         base=base,
         tuned=tuned,
         delta=ModelScores(**{k: getattr(tuned, k) - getattr(base, k) for k in METRICS}),
         eval_rows=len(eval_rows),
         generation_rows=len(gen_rows),
-        samples=samples[: spec.num_samples_shown],
+        samples=sample_rows(gen_rows, references, base_preds, tuned_preds, tokenizer, metrics["exact_match"],
+                            spec.num_samples_shown),
         device=device.type,
         compute_dtype=device.dtype_name,
         seconds=round(time.perf_counter() - started, 2),
         phases=phases,
+        base_cache_hit=base_hit,
+        base_fingerprint=base_cache.fingerprint if base_cache is not None else "",
     )

@@ -15,7 +15,7 @@ from tests.ui.conftest import MODEL_NAME
 pytestmark = pytest.mark.slow
 
 ASSETS = ["training_dataset", "quantized_base_model", "qlora_adapter", "adapter_evaluation", "registered_adapter"]
-SAMPLE_COLUMNS = ["prompt", "reference", "base", "tuned"]
+SAMPLE_COLUMNS = ["#", "instruction", "input", "reference", "tuned", "match", "base"]
 
 
 def dismiss_welcome(page) -> None:

@@ -100,7 +100,7 @@ def test_report_structure(report):
     assert report.eval_rows == EVAL_ROWS
     assert report.generation_rows == SPEC.num_generation_examples
     assert len(report.samples) == SPEC.num_samples_shown
-    assert set(report.samples[0]) == {"prompt", "reference", "base", "tuned"}
+    assert set(report.samples[0]) == {"prompt", "instruction", "input", "reference", "base", "tuned", "match"}
     assert report.samples[0]["prompt"].startswith("### Instruction:")
     assert (report.device, report.compute_dtype) == ("cpu", "float32")
     assert report.seconds > 0
