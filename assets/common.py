@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 from pydantic import BaseModel, Field
 
-from ops.core.markdown import md_table, significant  # noqa: F401  (md_table re-exported: the assets' tables)
+from ops.core.markdown import md_table, readable, significant  # noqa: F401  (md_table re-exported: the assets' tables)
 from ops.core.store import StepResult
 
 
@@ -45,3 +45,12 @@ def step_output(result: StepResult, metadata: dict[str, Any]) -> dg.Output:
         "cache_hit": result.cache_hit,
     }
     return dg.Output(result.ref, metadata={**common, **metadata}, data_version=dg.DataVersion(result.ref.fingerprint))
+
+
+def table_metadata(rows: list[dict[str, Any]]) -> dg.TableMetadataValue:
+    """Rows of dicts as a Dagster table (columns from the first row): the UI shows it inline however long it is,
+    where Markdown over 1,000 characters hides behind a button. Cells are readable strings (ops.core.markdown)."""
+    columns = list(rows[0]) if rows else []
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({c: readable(r.get(c, "")) for c in columns}) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]))

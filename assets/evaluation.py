@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.common import StepConfig, step_output, typed_metadata
+from assets.common import StepConfig, step_output, table_metadata, typed_metadata
 from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.store import ArtifactRef, materialize, read_summary
@@ -55,7 +55,7 @@ def adapter_evaluation(
     result = materialize(store.store(), "adapter_evaluation", fp, work, EvaluationReport, force=config.force,
                          log=context.log.info, config=spec.model_dump())
     r = result.summary
-    from ops.evaluation.samples import samples_markdown  # jinja2 for chat markers; after the cache check like torch
+    from ops.evaluation.samples import sample_table_rows  # jinja2 for chat markers; after the cache check like torch
 
     run_url = mlflow.run_url(read_summary(qlora_adapter).get("mlflow_run_id"), log=context.log.warning)
     return step_output(result, {
@@ -66,7 +66,7 @@ def adapter_evaluation(
                                                ("tuned", "rouge_l"))}),
         "duration": duration_text(r.seconds),
         "phases": dg.MetadataValue.md(phases_markdown(r)),
-        "samples": dg.MetadataValue.md(samples_markdown(r.samples)),
+        "samples": table_metadata(sample_table_rows(r.samples)),  # a table: shown inline, however long
         "report": dg.MetadataValue.path(f"{result.ref.path}/report.json"),
         **({"mlflow_run": dg.MetadataValue.url(run_url)} if run_url else {}),
     })

@@ -77,11 +77,15 @@ def mark(hit: bool) -> str:
     return MATCH if hit else MISS
 
 
-def samples_markdown(samples: list[dict[str, str]]) -> str:
-    """The sample generations as a Markdown table: instruction, input (when any row has one), reference, tuned,
-    its exact-match mark and base; rows numbered. Older reports (prompt, reference, base, tuned) keep their columns."""
+def sample_table_rows(samples: list[dict[str, str]]) -> list[dict[str, object]]:
+    """The sample generations as table rows: `#`, instruction, input (when any row has one), reference, tuned, its
+    exact-match mark and base, cells cut at a word. Older reports (prompt, reference, base, tuned) keep their columns."""
     if samples and "instruction" not in samples[0]:
-        return md_table(samples)
+        return samples
     columns = [c for c in SAMPLE_COLUMNS if c != "input" or any(s.get("input") for s in samples)]
-    rows = [{"#": i, **{c: clip_words(s.get(c, "")) for c in columns}} for i, s in enumerate(samples, 1)]
-    return md_table(rows, max_chars=CELL_CHARS + 20)
+    return [{"#": i, **{c: clip_words(s.get(c, "")) for c in columns}} for i, s in enumerate(samples, 1)]
+
+
+def samples_markdown(samples: list[dict[str, str]]) -> str:
+    """`sample_table_rows` as a Markdown table (the MLflow run's report.md)."""
+    return md_table(sample_table_rows(samples), max_chars=CELL_CHARS + 20)
