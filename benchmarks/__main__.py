@@ -104,7 +104,8 @@ def run_one(name: str, path: Path, timeout_s: float, threads: int, plots_dir: Pa
 
 
 def collect_plots(name: str, plots: list[str], plots_dir: Path) -> list[str]:
-    """Copy each PNG the benchmark wrote into `plots_dir/<name>/` (beside the report); return the copies' paths."""
+    """Copy each PNG the benchmark wrote into `plots_dir/<name>/` (beside the report); return the copies' paths,
+    relative to the repository when inside it (results.json then holds no machine's absolute paths)."""
     kept = []
     for plot in map(Path, plots):
         if plot.suffix.lower() != ".png" or not plot.is_file():
@@ -113,7 +114,7 @@ def collect_plots(name: str, plots: list[str], plots_dir: Path) -> list[str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         if plot.resolve() != target.resolve():
             shutil.copyfile(plot, target)
-        kept.append(str(target))
+        kept.append(os.path.relpath(target, ROOT) if target.resolve().is_relative_to(ROOT.resolve()) else str(target))
     return kept
 
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names or list(found):
         print(f"[bench] {name} ...", flush=True)
         entry = run_one(name, found[name], args.timeout, threads, args.json.parent / "plots")
-        entry["commit"] = info["commit"]
+        entry["commit"], entry["threads"] = info["commit"], threads
         entries[name] = entry
         print(f"[bench] {name}: {status_of(entry)} in {entry['seconds']:.0f} s"
               + (f" ({entry['error']})" if entry["status"] != "ok" else ""), flush=True)

@@ -92,7 +92,8 @@ def _section(name: str, entry: dict, md_dir: Path) -> list[str]:
     lines = [f"## {result.get('title') or name}", "",
              f"Benchmark `{name}`; goal: {result.get('goal') or '(none stated)'}; **{status_of(entry)}**.", "",
              f"Reproduce: `{entry['command']}`. Ran at commit {entry['commit']} on {entry['date']}, "
-             f"{entry['seconds']:.0f} s, load average {entry['load_before']} before and {entry['load_after']} after.",
+             f"{entry['seconds']:.0f} s, load average {entry['load_before']} before and {entry['load_after']} after"
+             + (f", {entry['threads']} OMP threads." if entry.get("threads") else "."),
              ""]
     if entry["status"] != "ok":
         lines += [f"Error: {entry.get('error', '')}", ""]
@@ -106,7 +107,8 @@ def _section(name: str, entry: dict, md_dir: Path) -> list[str]:
     if result.get("notes"):
         lines += [result["notes"].strip(), ""]
     for plot in entry.get("plots", []):
-        lines += [f"![{Path(plot).stem}]({os.path.relpath(plot, md_dir)})", ""]
+        where = Path(plot) if Path(plot).is_absolute() else Path(__file__).resolve().parent.parent / plot
+        lines += [f"![{Path(plot).stem}]({os.path.relpath(where, md_dir)})", ""]
     return lines
 
 

@@ -19,6 +19,27 @@ def spec_defaults(spec_type: type[TrainSpec]) -> dict[str, Any]:
             if not field.is_required()}
 
 
+def outcome_tags(result: TrainResult) -> dict[str, str]:
+    """What training decided, as run tags: the step the adapter holds, whether early stopping ended it."""
+    tags = {"steps": str(result.steps), "stopped_early": str(result.stopped_early).lower()}
+    if result.best_step is not None:
+        tags["best_step"] = str(result.best_step)
+    return tags
+
+
+def close_run(tracking_uri: str, run_id: str, status: str, tags: dict[str, str], warn: Callable[[str], Any]) -> None:
+    """Tag the run and mark it terminated with `status`; an MLflow failure is a warning, never the step's failure."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri)
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+        client.set_terminated(run_id, status)
+    except Exception as err:  # MLflow raises assorted types for network and database errors
+        warn(f"could not mark MLflow run {run_id} {status} ({err})")
+
+
 def train_tracked(model_dir: Path, dataset_dir: Path, out_dir: Path, spec: TrainSpec, device: DeviceInfo, *,
                   checkpoint_dir: Path, target: MlflowTarget, fingerprint: str, inputs: dict[str, str],
                   dagster_run_id: str, log: Callable[[str], Any] = print,
@@ -42,6 +63,12 @@ def train_tracked(model_dir: Path, dataset_dir: Path, out_dir: Path, spec: Train
                                {"adapter": settings}, dagster_run_id, name=run_name(settings, defaults),
                                description=run_description(settings, defaults, inputs))
     log(f"MLflow run {run_id} at {redact_uri(target.tracking_uri)}: per-step loss is logged there")
-    result = train_adapter(model_dir, dataset_dir, out_dir, spec, device, checkpoint_dir=checkpoint_dir,
-                           callbacks=[MlflowLossCallback(target.tracking_uri, run_id, warn)], log=log)
+    try:
+        result = train_adapter(model_dir, dataset_dir, out_dir, spec, device, checkpoint_dir=checkpoint_dir,
+                               callbacks=[MlflowLossCallback(target.tracking_uri, run_id, warn)], log=log)
+    except BaseException:
+        close_run(target.tracking_uri, run_id, "FAILED", {}, warn)  # not left RUNNING; a rerun resumes the same run
+        raise
+    # FINISHED until registration reopens it to log the model: a run whose later steps fail is not left RUNNING
+    close_run(target.tracking_uri, run_id, "FINISHED", outcome_tags(result), warn)
     return result.model_copy(update={"mlflow_run_id": run_id, "tracking_uri": redact_uri(target.tracking_uri)})
