@@ -46,4 +46,6 @@ def generate_conversations(n_rows: int = 300, seed: int = 1234, min_turns: int =
 
 
 if __name__ == "__main__":
-    write_jsonl(generate_conversations(), Path(sys.argv[1] if len(sys.argv) > 1 else "chat.jsonl"))
+    out, rows = Path(sys.argv[1] if len(sys.argv) > 1 else "chat.jsonl"), generate_conversations()
+    write_jsonl(rows, out)
+    print(f"wrote {len(rows)} conversations to {out}")
