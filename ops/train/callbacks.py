@@ -76,6 +76,8 @@ class ProgressBarCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return  # one bar under torchrun, not one per process
         options = {"desc": "train", "unit": "step", "leave": True, **self.bar_options}
         self.bar = progress_bar(total=state.max_steps, initial=state.global_step, **options)
 
