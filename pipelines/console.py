@@ -15,6 +15,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from ops.core.progress import write
+
 # Dagster puts the structured record (step key, the original message, the DagsterEvent) under this attribute.
 META = "dagster_meta"
 
@@ -31,6 +33,33 @@ class StepLinesOnly(logging.Filter):
         return meta.get("dagster_event") is None and not SKIPPED_STEP.match(meta.get("orig_message", ""))
 
 
+class RepeatsDropped(logging.Filter):
+    """Show a warning once per run: each step that loads a model repeats the same device warning."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        message = (getattr(record, META, None) or {}).get("orig_message", record.getMessage())
+        new = message not in self.seen
+        self.seen.add(message)
+        return new
+
+
+class AboveProgressBars(logging.StreamHandler):
+    """Writes each line above any progress bar on the same stream (tqdm.write), so lines never break a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # logging's own contract: a failed emit reports itself and goes on
+            self.handleError(record)
+
+
 class StepLineFormatter(logging.Formatter):
     """`HH:MM:SS step  message`, or `HH:MM:SS step  WARNING message` above INFO."""
 
@@ -42,9 +71,9 @@ class StepLineFormatter(logging.Formatter):
         return f"{self.formatTime(record, '%H:%M:%S')} {step:<22s} {level}{message}"
 
 
-def console_logger(log_file: Path, verbose: bool = False) -> dg.LoggerDefinition:
+def console_logger(log_file: Path, verbose: bool = False, terminal=None) -> dg.LoggerDefinition:
     """A Dagster logger writing every record to `log_file` and the steps' own lines (all records when
-    `verbose`) to stderr."""
+    `verbose`) to `terminal` (default stderr), above any progress bar there."""
 
     def build(_init_context) -> logging.Logger:
         logger = logging.Logger("qlora", logging.DEBUG)  # not registered globally: one per run
@@ -52,12 +81,13 @@ def console_logger(log_file: Path, verbose: bool = False) -> dg.LoggerDefinition
         to_file = logging.FileHandler(log_file, encoding="utf-8")
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(to_file)
-        to_terminal = logging.StreamHandler(sys.stderr)
+        to_terminal = AboveProgressBars(terminal or sys.stderr)
         if verbose:
             to_terminal.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         else:
             to_terminal.setLevel(logging.INFO)
             to_terminal.addFilter(StepLinesOnly())
+            to_terminal.addFilter(RepeatsDropped())
             to_terminal.setFormatter(StepLineFormatter())
         logger.addHandler(to_terminal)
         return logger

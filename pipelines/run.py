@@ -14,7 +14,9 @@ import os
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, TextIO
 
 import yaml
 from pydantic import ValidationError
@@ -107,6 +109,61 @@ def run_log_path(run_id: str) -> Path:
     return qlora_home() / "logs" / f"{run_id}.log"
 
 
+@contextmanager
+def terminal_apart(log_file: Path, verbose: bool) -> Iterator[TextIO]:
+    """Yield a stream on the terminal's stderr; meanwhile, unless `verbose`, the process's stderr (fd 2) goes to
+    `log_file`.
+
+    Dagster copies fd 2 into its compute log and tails it back to the terminal while steps run, and libraries
+    write notices there (bitsandbytes' kernels notice, MLflow's "Successfully registered"): those land in the run's
+    log file. The steps' lines and progress bars are written to the yielded stream, straight to the terminal.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+    if not verbose:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(to_log, 2)
+        os.close(to_log)
+    try:
+        yield terminal
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        terminal.close()
+
+
+def step_summary(found: dict[str, dict]) -> list[str]:
+    """`<step>  cache hit|computed  <fingerprint>`, one line per step (tests/test_code_version_pipeline.py reads them)."""
+    return [f"{asset:22s} {'cache hit' if meta.get('cache_hit') else 'computed '}  {meta.get('fingerprint', '')}"
+            for asset, meta in found.items()]
+
+
+def registry_lines(registered: dict) -> list[str]:
+    """What registration did, from the registered_adapter asset's metadata: the version (new or reused), where the
+    alias stands, the champion decision, and last `model_uri: models:/NAME/VERSION`."""
+    name, version, alias = registered["model_name"], registered["version"], registered["alias"]
+    aliases = registered.get("version_aliases") or "none"
+    if registered.get("cache_hit"):
+        did = f"{name} version {version} reused: it already held this adapter, nothing registered, no alias moved"
+    else:
+        did = f"{name} version {version} registered; alias {alias} -> version {version}"
+    decision = registered.get("gate_decision") or "not gated"
+    if decision == "champion":
+        gate = f"champion gate: {decision} (alias champion -> version {version})"
+    elif decision == "challenger":
+        gate = f"champion gate: {decision} (champion stays on an earlier version)"
+    else:
+        gate = f"champion gate: {decision}"
+    lines = [f"registry: {did}", f"{gate}; aliases on version {version}: {aliases}"]
+    if registered.get("alias_version") != version:
+        where = registered.get("alias_version") or "unset"
+        lines.append(f"note: {registered['alias_uri']} is version {where} now, not this adapter's")
+    return lines + [f"model_uri: {registered['model_uri']}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="YAML run config (ops: and resources: sections)")
@@ -149,14 +206,18 @@ def main(argv: list[str] | None = None) -> int:
         # the run metadata says which optimizer behaviour ran (ops/train/trainer.py describe_optimizer)
         warnings.filterwarnings("ignore", message="Paged optimizers are not supported on CPU")
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # the registration step logs what it registered
-    job = defs.resolve_job_def(args.job).with_logger_defs({"console": console_logger(log_file, args.verbose)})
+    from ops.core.progress import bars_to
+
     instance = get_instance()
     reap_dead_runs(instance)
     try:
-        # Dagster activates a job's logger only when the run config names it.
-        result = job.execute_in_process(run_config={**run_config, "loggers": {"console": {}}}, instance=instance,
-                                        raise_on_error=False,
-                                        tags=runner_tags(), run_id=run_id)
+        with terminal_apart(log_file, args.verbose) as terminal, bars_to(terminal):
+            console = console_logger(log_file, args.verbose, terminal)
+            job = defs.resolve_job_def(args.job).with_logger_defs({"console": console})
+            # Dagster activates a job's logger only when the run config names it.
+            result = job.execute_in_process(run_config={**run_config, "loggers": {"console": {}}}, instance=instance,
+                                            raise_on_error=False,
+                                            tags=runner_tags(), run_id=run_id)
     except Exception as err:  # invalid run config is raised before the run starts
         print(f"error: {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
@@ -169,14 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluation = found.get("adapter_evaluation", {})
     if "comparison" in evaluation:
         print("\nEvaluation on the held-out split (base vs base+adapter):\n" + evaluation["comparison"] + "\n")
-    for asset, meta in found.items():
-        print(f"{asset:22s} {'cache hit' if meta.get('cache_hit') else 'computed '}  {meta.get('fingerprint', '')}")
+    print("\n".join(step_summary(found)))
     print(f"run {result.run_id} finished in {time.time() - started:.1f}s")
-    registered = found["registered_adapter"]
-    moved = registered["alias_version"] != registered["version"]
-    print(f"aliases of version {registered['version']}: {registered['version_aliases']}"
-          + (f" ({registered['alias_uri']} is version {registered['alias_version'] or 'unset'})" if moved else ""))
-    print(f"model_uri: {registered['model_uri']}")
+    print("\n".join(registry_lines(found["registered_adapter"])))
     return 0
 
 

@@ -18,6 +18,7 @@ import evaluate
 import torch
 import torch.nn.functional as F
 
+from ..core.progress import progress
 from ..core.store import materialize
 from ..data.chat_template import answer_text, stop_token_ids
 from ..data.tokens import IGNORE_INDEX, MODEL_COLUMNS, pad_batch
@@ -43,11 +44,12 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
 
 
 @torch.inference_mode()
-def target_loss(model, rows: datasets.Dataset, pad_id: int, batch_size: int | None = None) -> tuple[float, int]:
+def target_loss(model, rows: datasets.Dataset, pad_id: int, batch_size: int | None = None,
+                desc: str = "loss") -> tuple[float, int]:
     """Token-weighted mean cross-entropy over target tokens (labels != -100), and how many there were.
 
     Rows run longest first in batches of `batch_size` (None: as many as fit in memory), so batches pad little;
-    the sum over tokens does not depend on the order.
+    the sum over tokens does not depend on the order. `desc` labels the terminal's progress bar (ops.core.progress).
     """
     device = next(model.parameters()).device
     rows = rows.select_columns(list(MODEL_COLUMNS)).to_list()
@@ -55,7 +57,7 @@ def target_loss(model, rows: datasets.Dataset, pad_id: int, batch_size: int | No
         batch_size = batch_size_from_memory(model, max((len(r["input_ids"]) for r in rows), default=1), len(rows))
     rows.sort(key=lambda r: -len(r["input_ids"]))
     total_nll, total_tokens = 0.0, 0
-    for start in range(0, len(rows), batch_size):
+    for start in progress(range(0, len(rows), batch_size), desc=desc, unit="batch"):
         batch = {k: v.to(device) for k, v in pad_batch(rows[start:start + batch_size], pad_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         # Position t predicts token t+1. Upcast so bf16 logits do not round the loss.
@@ -96,9 +98,10 @@ def score_model(model, tokenizer, eval_rows: datasets.Dataset, prompt_ids: list[
     When `phases` is given, `<side>.loss_s`, `<side>.generate_s` (seconds) and `<side>.generated_tokens` go into it.
     """
     started = time.perf_counter()
-    loss, _ = target_loss(model, eval_rows, tokenizer.pad_token_id, spec.batch_size)
+    loss, _ = target_loss(model, eval_rows, tokenizer.pad_token_id, spec.batch_size, desc=f"{side} loss")
     loss_done = time.perf_counter()
-    new_ids = generate_ids(model, tokenizer, prompt_ids, spec.max_new_tokens, spec.batch_size, stop_ids)
+    new_ids = generate_ids(model, tokenizer, prompt_ids, spec.max_new_tokens, spec.batch_size, stop_ids,
+                           desc=f"{side} generate")
     if phases is not None:
         phases.update({f"{side}.loss_s": round(loss_done - started, 3),
                        f"{side}.generate_s": round(time.perf_counter() - loss_done, 3),

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ..core.progress import progress
 from ..data.chat_template import answer_text, stop_token_ids
 from ..data.tokens import with_bos
 
@@ -112,7 +113,7 @@ def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int,
 
 
 def generate_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int | None = None,
-                 stop_ids: list[int] | None = None) -> list[list[int]]:
+                 stop_ids: list[int] | None = None, desc: str = "generate") -> list[list[int]]:
     """New token ids for each encoded prompt (see `encode_prompts`), in input order, up to and including a stop.
 
     Args:
@@ -120,6 +121,7 @@ def generate_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: 
         max_new_tokens: tokens generated at most per prompt.
         batch_size: prompts per generate() call; None: as many as fit in memory (`batch_size_from_memory`).
         stop_ids: tokens that end a row; default ops.data.chat_template.stop_token_ids.
+        desc: the label of the batches' progress bar, shown on a terminal only (ops.core.progress).
     Raises:
         ValueError: batch_size is not positive.
     """
@@ -136,7 +138,8 @@ def generate_ids(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: 
     was_training = model.training
     model.eval()
     try:
-        for idx in _longest_first([len(p) for p in prompt_ids], batch_size):
+        batches = list(_longest_first([len(p) for p in prompt_ids], batch_size))
+        for idx in progress(batches, desc=desc, unit="batch"):
             new = generate_ids_batch(model, tokenizer, [prompt_ids[i] for i in idx], max_new_tokens, stop_ids)
             for i, ids in zip(idx, new):
                 end = next((n + 1 for n, t in enumerate(ids) if t in stops), len(ids))

@@ -1,4 +1,5 @@
-"""Trainer callbacks: progress lines for the run log, a non-finite-loss guard, and MLflow loss logging."""
+"""Trainer callbacks: progress lines for the run log, a progress bar on the terminal, a non-finite-loss guard, and
+MLflow loss logging."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 from typing import Callable
 
 from transformers import TrainerCallback
+
+from ..core.progress import progress as progress_bar
 
 
 class TokenCounter:
@@ -54,6 +57,53 @@ class ProgressCallback(TrainerCallback):
     def tokens_per_second(self) -> float:
         """Training tokens (padding and evaluation passes not counted) per second of training time."""
         return (self.counter.tokens - self._tokens0) / self._train_seconds()
+
+
+class ProgressBarCallback(TrainerCallback):
+    """A bar on the terminal (ops.core.progress: none in the Dagster UI or a pipe) from step 1: step/total, elapsed,
+    time left, and the running loss and tokens/s, updated every step, not only every `logging_steps`.
+
+    The loss is the mean since the last logged step, what the next step line will say; it needs the Trainer
+    (`watch(trainer)`), else the bar shows the last logged loss.
+    """
+
+    def __init__(self, lines: ProgressCallback, **bar_options):
+        self.lines, self.bar_options = lines, bar_options
+        self.bar = self.trainer = None
+        self.last_loss: float | None = None
+
+    def watch(self, trainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return  # one bar under torchrun, not one per process
+        options = {"desc": "train", "unit": "step", "leave": True, **self.bar_options}
+        self.bar = progress_bar(total=state.max_steps, initial=state.global_step, **options)
+
+    def running_loss(self, state) -> float | None:
+        """Mean training loss over the steps since the last log (the Trainer's own accumulator), else the last logged."""
+        accumulated = getattr(self.trainer, "_tr_loss", None)
+        since = state.global_step - getattr(self.trainer, "_globalstep_last_logged", state.global_step)
+        if accumulated is None or since <= 0:
+            return self.last_loss
+        return float(accumulated) / since
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.last_loss = float(logs["loss"])
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is None or self.bar.disable:
+            return  # no terminal: read nothing from the device
+        loss = self.running_loss(state)
+        shown = f"loss {loss:.4f}  " if loss is not None else ""
+        self.bar.set_postfix_str(f"{shown}{self.lines.tokens_per_second():,.0f} tokens/s", refresh=False)
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
 
 
 class NonFiniteLossError(RuntimeError):

@@ -22,7 +22,7 @@ from ..model.cpu_kernels import named_kernel_errors, restore_standard_layout
 from ..model.device import DeviceInfo, ensure_fits, peak_memory_bytes, reset_peak_memory, resolve_device
 from ..model.loading import load_quantized_model, load_tokenizer, prepare_for_training
 from ..model.memory_estimate import estimate_for_checkpoint
-from .callbacks import NonFiniteLossGuard, ProgressCallback
+from .callbacks import NonFiniteLossGuard, ProgressBarCallback, ProgressCallback
 from .loss_curve import LOSS_CURVE_FILE, plot_loss_curve
 from .outcome import best_checkpoint_step, eval_history
 from .packing import LENGTH_COLUMN, BatchTokens, batch_collator, check_packing_support
@@ -179,15 +179,17 @@ def train_adapter(
 
     counter = BatchTokens()
     progress = ProgressCallback(log, counter)
+    bar = ProgressBarCallback(progress)  # on a terminal only (ops.core.progress)
     stopper = [] if spec.early_stopping_patience is None else [EarlyStoppingCallback(spec.early_stopping_patience)]
     trainer = Trainer(
         model=model, args=build_training_args(spec, device, checkpoint_dir), train_dataset=data, eval_dataset=held_out,
         # the eval loop shares the collator: only batches drawn while training count in tokens/s and padding share
         data_collator=batch_collator(tokenizer.pad_token_id, counter, spec.packing, counting=lambda: model.training),
-        callbacks=[progress, NonFiniteLossGuard(), StandardLayoutCallback(), *stopper, *callbacks],
+        callbacks=[progress, bar, NonFiniteLossGuard(), StandardLayoutCallback(), *stopper, *callbacks],
     )
     # With tqdm off the Trainer prints every log dict to stdout; ProgressCallback already logs each step's line.
     trainer.remove_callback(PrinterCallback)
+    bar.watch(trainer)
     resume = latest_checkpoint(checkpoint_dir)
     if resume is not None:
         log(f"resuming from {resume.name} (step {resume.name.rsplit('-', 1)[-1]} of {spec.length()})")

@@ -1,4 +1,5 @@
-"""The headless runner: a failed run ends with one line per cause, the traceback goes to the run's log file."""
+"""The headless runner: a failed run ends with one line per cause, the traceback goes to the run's log file; a run
+prints the steps' lines without Dagster's events or library notices, and ends with what happened in the registry."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ import yaml
 
 from ops.core.paths import REPO_ROOT
 from pipelines.console import first_line_without_class
+from pipelines.run import registry_lines
+from tests.run_configs import tiny_run_config
+
+# A cached run: the first line, 6 step lines (5 assets and the checks, each a cache hit), the evaluation table
+# (a blank line, a title, 6 table lines, a blank line), 5 step lines, the run's time, 3 registry lines.
+CACHED_RUN_LINES = 25
+# What libraries print that says nothing to a pipeline user; the run's log file gets it instead.
+NOTICES = ("DEBUG", "Warning", "Successfully registered", "Created version", "bitsandbytes", "Loading weights",
+           "Writing model shards", "huggingface_hub", "Traceback", "%|")
 
 
 def run_pipeline(config: dict, tmp_path: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -102,3 +112,53 @@ def test_a_step_that_exhausted_its_retries_names_the_last_error():
                                     [], "RetryRequestedFromPolicy", cause)
     wrapped = SerializableErrorInfo("Error occurred while executing op", [], "DagsterExecutionStepExecutionError", retried)
     assert _user_error(wrapped) is cause
+
+
+def registration(**changes) -> dict:
+    """The registered_adapter asset's metadata (assets/registry.py) for a new champion version 3."""
+    return {"model_name": "qlora-demo", "version": 3, "alias": "candidate", "alias_uri": "models:/qlora-demo@candidate",
+            "alias_version": 3, "version_aliases": "candidate, champion", "gate_decision": "champion",
+            "cache_hit": False, "model_uri": "models:/qlora-demo/3", **changes}
+
+
+def test_the_ending_says_which_version_was_registered_where_the_aliases_went_and_the_gate():
+    assert registry_lines(registration()) == [
+        "registry: qlora-demo version 3 registered; alias candidate -> version 3",
+        "champion gate: champion (alias champion -> version 3); aliases on version 3: candidate, champion",
+        "model_uri: models:/qlora-demo/3"]
+
+
+def test_the_ending_of_a_challenger_says_the_champion_stayed():
+    lines = registry_lines(registration(gate_decision="challenger", version_aliases="candidate, challenger"))
+    assert lines[1] == ("champion gate: challenger (champion stays on an earlier version); "
+                        "aliases on version 3: candidate, challenger")
+
+
+def test_the_ending_of_a_reused_version_says_nothing_was_registered_and_where_the_alias_is_now():
+    lines = registry_lines(registration(cache_hit=True, alias_version=5, version_aliases="champion"))
+    assert lines == [
+        "registry: qlora-demo version 3 reused: it already held this adapter, nothing registered, no alias moved",
+        "champion gate: champion (alias champion -> version 3); aliases on version 3: champion",
+        "note: models:/qlora-demo@candidate is version 5 now, not this adapter's",
+        "model_uri: models:/qlora-demo/3"]
+
+
+@pytest.mark.slow
+def test_a_run_prints_the_steps_lines_without_events_or_library_notices(tiny_base_dir, tmp_path, qlora_home):
+    config = tiny_run_config("terminal-lines", tiny_base_dir)
+    first = run_pipeline(config, tmp_path, qlora_home)
+    assert first.returncode == 0, first.stderr[-3000:]
+    cached = run_pipeline(config, tmp_path, qlora_home)
+    assert cached.returncode == 0, cached.stderr[-3000:]
+    for done in (first, cached):
+        printed = done.stdout + done.stderr
+        assert [notice for notice in NOTICES if notice in printed] == [], printed
+    lines = (cached.stdout + cached.stderr).splitlines()
+    assert len(lines) <= CACHED_RUN_LINES, "\n".join(lines)
+    assert cached.stdout.splitlines()[-3:] == [
+        "registry: terminal-lines version 1 reused: it already held this adapter, nothing registered, no alias moved",
+        "champion gate: champion (alias champion -> version 1); aliases on version 1: candidate, champion",
+        "model_uri: models:/terminal-lines/1"]
+    # what MLflow printed while registering went to the first run's log file
+    first_log = next(p for p in (qlora_home / "logs").glob("*.log") if p.stem in first.stdout.splitlines()[0])
+    assert "Created version '1' of model 'terminal-lines'" in first_log.read_text()
