@@ -25,12 +25,22 @@ META = "dagster_meta"
 SKIPPED_STEP = re.compile(r"^Dependencies for step \S+ (failed|were not executed)")
 
 
+# Dagster's event for a step starting to wait on a pool slot: without it on the terminal a queued step looks hung
+# (its periodic "still blocked" repeats stay in the log file).
+BLOCKED_BY_POOL = re.compile(r"^Step blocked by limit for pool ")
+
+
 class StepLinesOnly(logging.Filter):
-    """Keep what steps log themselves (context.log); drop Dagster's events and skip notices (the log file has them)."""
+    """Keep what steps log themselves (context.log) and a step's wait for a pool slot; drop Dagster's other events
+    and skip notices (the log file has them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         meta = getattr(record, META, None) or {}
-        return meta.get("dagster_event") is None and not SKIPPED_STEP.match(meta.get("orig_message", ""))
+        message = meta.get("orig_message", "")
+        if BLOCKED_BY_POOL.match(message):  # a DEBUG engine event, shown anyway
+            return True
+        return (record.levelno >= logging.INFO and meta.get("dagster_event") is None
+                and not SKIPPED_STEP.match(message))
 
 
 class RepeatsDropped(logging.Filter):
@@ -85,7 +95,7 @@ def console_logger(log_file: Path, verbose: bool = False, terminal=None) -> dg.L
         if verbose:
             to_terminal.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         else:
-            to_terminal.setLevel(logging.INFO)
+            # INFO and above, but for the pool-wait event (DEBUG): the filter decides
             to_terminal.addFilter(StepLinesOnly())
             to_terminal.addFilter(RepeatsDropped())
             to_terminal.setFormatter(StepLineFormatter())

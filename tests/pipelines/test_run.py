@@ -162,3 +162,21 @@ def test_a_run_prints_the_steps_lines_without_events_or_library_notices(tiny_bas
     # what MLflow printed while registering went to the first run's log file
     first_log = next(p for p in (qlora_home / "logs").glob("*.log") if p.stem in first.stdout.splitlines()[0])
     assert "Created version '1' of model 'terminal-lines'" in first_log.read_text()
+
+
+def test_the_terminal_shows_a_step_waiting_for_a_pool_slot_and_no_other_event():
+    import logging
+
+    from pipelines.console import META, StepLinesOnly
+
+    def record(message: str, event: object, level: int = logging.DEBUG) -> logging.LogRecord:
+        rec = logging.LogRecord("qlora", level, __file__, 1, message, None, None)
+        setattr(rec, META, {"orig_message": message, "dagster_event": event, "step_key": "qlora_adapter"})
+        return rec
+
+    keep = StepLinesOnly()
+    assert keep.filter(record("Step blocked by limit for pool gpu", object()))  # a queued step is not a hung step
+    assert not keep.filter(record("Step still blocked by limit for pool gpu", object()))  # repeats: log file only
+    assert not keep.filter(record("Started execution of step \"qlora_adapter\".", object()))
+    assert keep.filter(record("step 20/600  loss 5.2572", None, logging.INFO))
+    assert not keep.filter(record("a step's own debug line", None, logging.DEBUG))
