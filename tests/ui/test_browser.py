@@ -90,7 +90,7 @@ def test_the_pipeline_pages_and_its_mlflow_run_show_what_a_person_needs(ui_serve
         assert not missing, f"metrics of run {run_id} missing from its page: {missing}"
 
         page.goto(f"{base}/assets/qlora_adapter")
-        loss = metadata_row(page, "loss_curve")  # the lead's metadata: a markdown image of the training loss
+        loss = metadata_row(page, "loss_curve")  # an inline SVG sparkline of the training (and eval) loss
         try:
             loss.wait_for(timeout=20_000)
             loss.scroll_into_view_if_needed()
@@ -99,6 +99,8 @@ def test_the_pipeline_pages_and_its_mlflow_run_show_what_a_person_needs(ui_serve
         shoot(page, shots, "qlora_adapter", folder)
         publish_screenshots({k: shots[k] for k in ("asset_graph", "adapter_evaluation", "mlflow_run")})
         assert loss.count() == 1, "the qlora_adapter page has no loss_curve metadata"
-        image = loss.locator('img[src^="data:image/png"]')
-        assert image.count() == 1, "the loss_curve metadata shows no PNG image"
-        assert image.evaluate("img => img.naturalWidth") > 0, "the loss-curve image does not decode"
+        image = loss.locator('img[src^="data:image/svg+xml"]')
+        assert image.count() == 1, "the loss_curve metadata shows no picture inline"
+        assert image.evaluate("img => img.naturalWidth") > 0, "the loss-curve picture does not decode"
+        # the full chart (a PNG with axes) opens from its own row
+        assert metadata_row(page, "loss_curve_chart").count() == 1, "the qlora_adapter page has no loss_curve_chart"
