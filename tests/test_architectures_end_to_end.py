@@ -31,7 +31,7 @@ def test_the_pipeline_registers_a_model_that_loads_and_answers(arch, tokenizer, 
         "ops": {
             "training_dataset": {"config": {"max_rows": 120, "max_seq_len": 64}},
             "training_dataset_checks": {"config": {"min_train_rows": 8}},
-            "qlora_adapter": {"config": {"max_steps": 20, "batch_size": 8, "learning_rate": 5e-3, "warmup_steps": 2,
+            "qlora_adapter": {"config": {"max_steps": 20, "batch_size": 8, "learning_rate": 5e-3, "warmup_steps": 2, "lr_scheduler": "cosine",
                                          "save_steps": 20, "logging_steps": 10}},
             "adapter_evaluation": {"config": {"num_generation_examples": 4, "max_new_tokens": 4}},
         },

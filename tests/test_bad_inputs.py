@@ -152,9 +152,10 @@ CASES = [
          "  ops.qlora_adapter.config.r: r must be > 0, got 0"),
     Case("an unknown key", {}, {"ops": {"qlora_adapter": {"config": {"lora_rank": 8, "max_steps": 10}}}},
          "  ops.qlora_adapter.config.lora_rank: unknown key; valid keys: alpha, batch_size, dropout, "
-         "early_stopping_patience, eval_on_start, eval_steps, force, grad_accum, gradient_checkpointing, keep_best, "
-         "learning_rate, logging_steps, lr_scheduler, max_grad_norm, max_steps, neftune_noise_alpha, num_epochs, optim, "
-         "r, save_steps, seed, target_modules, warmup_ratio, warmup_steps, weight_decay"),
+         "early_stopping_patience, eval_on_start, eval_steps, force, grad_accum, gradient_checkpointing, "
+         "group_by_length, keep_best, learning_rate, logging_steps, lr_scheduler, max_grad_norm, max_steps, "
+         "neftune_noise_alpha, num_epochs, optim, packing, r, save_steps, seed, target_modules, warmup_ratio, "
+         "warmup_steps, weight_decay"),
     Case("a training config without a length", {}, {"ops": {"qlora_adapter": {"config": {"r": 8}}}},
          "  ops.qlora_adapter.config: set max_steps or num_epochs: neither is set, and exactly one decides how long "
          "training runs"),
@@ -189,7 +190,8 @@ CASES = [
     Case("a tracking URI that does not answer", {"data/x.jsonl": jsonl(rows(60))},
          {**data("data/x.jsonl", max_seq_len=256), "resources": {"mlflow": {"config": {"tracking_uri": "http://127.0.0.1:9"}}},
           "ops": {**data("data/x.jsonl", max_seq_len=256)["ops"],
-                  "training_dataset_checks": {"config": {"min_train_rows": 8}}}},
+                  "training_dataset_checks": {"config": {"min_train_rows": 8}},
+                  "qlora_adapter": {"config": {"max_steps": 2}}}},
          "error: step qlora_adapter failed: TrackingServerUnavailable: MLflow tracking server http://127.0.0.1:9 does "
          "not answer ([Errno 111] Connection refused); start it, or point the mlflow resource's tracking_uri (or "
          "MLFLOW_TRACKING_URI) at one that runs"),

@@ -34,7 +34,7 @@ def complete_checkpoint(home: Path, step: int) -> bool:
     return any(home.glob(f"artifacts/qlora_adapter/.work-*/checkpoint-{step}/trainer_state.json"))
 
 
-def test_sigkill_during_training_resumes_from_the_newest_checkpoint(tiny_base_dir, qlora_home, tmp_path, capsys):
+def test_sigkill_during_training_resumes_from_the_newest_checkpoint(tiny_base_dir, qlora_home, tmp_path, capfd):
     config = write_config(tmp_path / "crash.yaml", tiny_base_dir)
     log = tmp_path / "killed.log"
     env = {**os.environ, "QLORA_HOME": str(qlora_home)}
@@ -52,7 +52,7 @@ def test_sigkill_during_training_resumes_from_the_newest_checkpoint(tiny_base_di
     assert not any((qlora_home / "artifacts" / "qlora_adapter").glob("[0-9a-f]*")), "a killed run left a finished artifact"
 
     assert run.main([str(config)]) == 0
-    out = capsys.readouterr()
+    out = capfd.readouterr()  # the runner writes its lines to a copy of fd 2 (the terminal), not to sys.stderr
     resumed = re.search(r"resuming from checkpoint-(\d+)", out.out + out.err)
     assert resumed, "the rerun did not resume"
     resumed_step = int(resumed.group(1))

@@ -40,7 +40,7 @@ def test_a_fully_cached_rerun_imports_no_mlflow(tiny_base_dir, tmp_path, qlora_h
     steps = [line for line in warm.stdout.splitlines() if line.split(" ")[0] in STEPS]
     assert len(steps) == 5 and all(" cache hit " in line for line in steps), steps
     assert warm.stdout.strip().splitlines()[-1] == "model_uri: models:/warm-run/1"
-    assert "aliases of version 1: candidate, champion" in warm.stdout
+    assert "aliases on version 1: candidate, champion" in warm.stdout
     imported = {m[1].split(".")[0] for m in map(IMPORTED.match, warm.stderr.splitlines()) if m}
     assert "dagster" in imported  # the listing is there: what it lacks was not imported
     assert sorted(imported & set(HEAVY)) == []
