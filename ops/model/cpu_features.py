@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .device_probe import cpu_flags
+
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile")  # the /proc/cpuinfo flags that matter for bf16 on x86
 
 
@@ -39,16 +41,12 @@ class CpuFeatures:
 
 
 def os_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...] | None:
-    """The bf16-related flags of the first CPU in /proc/cpuinfo; None where the file does not exist (macOS, Windows)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            present = set(line.partition(":")[2].split())
-            return tuple(f for f in BF16_FLAGS if f in present)
-    return ()
+    """The bf16-related flags of the first CPU in /proc/cpuinfo (read by `device_probe.cpu_flags`, which serves the
+    torch-free probe too); () for a file without a flags line; None where the file does not exist (macOS, Windows)."""
+    present = cpu_flags(cpuinfo)
+    if present is None:
+        return () if cpuinfo.is_file() else None
+    return tuple(f for f in BF16_FLAGS if f in present)
 
 
 def _torch_probe(name: str) -> bool:
