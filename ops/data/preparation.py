@@ -196,6 +196,9 @@ def prepare_dataset(spec: DataSpec, tokenizer: Any, out_dir: Path, log: Callable
         DataError: a missing or unreadable source, a bad row (named with its line), or fewer than 2 usable rows.
     """
     parts, fmt = load_parts(spec, log)
+    if spec.train_on_turns != "all" and fmt != "chat":  # sharegpt rows arrive as chat; other formats have one reply
+        raise DataError(f"train_on_turns: {spec.train_on_turns} applies to chat data only, and this data is {fmt}: "
+                        "remove it (every row has a single response, which is always the target)")
     rows = [row for p in parts for row in p.rows]
     ignored = unused_columns(rows, fmt)
     if ignored:

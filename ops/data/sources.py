@@ -181,6 +181,9 @@ def _check_messages(messages: Any) -> str | None:
         return "field 'messages' must be a non-empty list of {role, content} objects"
     for n, m in enumerate(messages, 1):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            if isinstance(m, dict) and {"from", "value"} <= set(m):  # ShareGPT turns under a `messages` column
+                return (f"message {n} has ShareGPT's 'from' and 'value', not 'role' and 'content': set format: "
+                        "sharegpt (and map the column to 'conversations', not 'messages')")
             return f"message {n} must be an object with string 'role' and 'content'"
         if m["role"] not in CHAT_ROLES:
             return f"message {n} has role {m['role']!r}; the roles are {', '.join(CHAT_ROLES)}"

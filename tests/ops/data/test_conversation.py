@@ -196,3 +196,11 @@ def test_tool_turns_are_context():
     example = example_of(messages, tok)
     trained = tok.decode([example["input_ids"][i] for i in targets(example)])
     assert trained == "call weather<|im_end|>sunny<|im_end|>"
+
+
+@pytest.mark.parametrize("rows,fmt", [([{"instruction": f"q{i}", "output": f"a{i}"} for i in range(4)], "alpaca"),
+                                      ([{"text": f"some text {i}"} for i in range(4)], "text")])
+def test_train_on_turns_last_on_data_without_turns_is_refused(tmp_path, rows, fmt):
+    """One reply per row: `last` would change the fingerprint and nothing else, so it is named rather than ignored."""
+    with pytest.raises(DataError, match=rf"^train_on_turns: last applies to chat data only, and this data is {fmt}: "):
+        prepare(tmp_path, rows, chat_tokenizer("chatml"), train_on_turns="last")

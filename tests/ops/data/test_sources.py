@@ -167,6 +167,8 @@ def test_missing_field_names_row_and_field():
         ({"messages": [{"role": "user", "content": "hi"}]}, "chat", "last message must have role 'assistant'"),
         ({"messages": [{"role": "assistant", "content": "hi"}]}, "chat", "at least one message before"),
         ({"messages": [{"role": "user"}, {"role": "assistant", "content": "a"}]}, "chat", "message 1 must be an object"),
+        ({"messages": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}, "chat",
+         "message 1 has ShareGPT's 'from' and 'value', not 'role' and 'content': set format: sharegpt"),
         ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}, "chat", "assistant) message is empty"),
     ],
 )
