@@ -100,7 +100,9 @@ def run_one(name: str, path: Path, timeout_s: float, threads: int, plots_dir: Pa
     problem = check_result(result)
     if problem:
         return {**entry, "status": "bad_result", "result": None, "error": problem, "output_tail": tail}
-    return {**entry, "status": "ok", "result": result, "plots": collect_plots(name, result["plots"], plots_dir)}
+    plots = collect_plots(name, result["plots"], plots_dir)
+    # the result keeps the copies too: the paths it was given lie in a temporary folder that is gone by now
+    return {**entry, "status": "ok", "result": {**result, "plots": plots}, "plots": plots}
 
 
 def collect_plots(name: str, plots: list[str], plots_dir: Path) -> list[str]:

@@ -70,12 +70,14 @@ def test_discovery_finds_modules_with_run_only(tmp_path):
 
 @pytest.mark.slow  # starts subprocesses
 def test_results_json_has_every_benchmark_with_its_status(harness_run):
-    results, _, _, _ = harness_run
+    results, _, _, work = harness_run
     entries = results["benchmarks"]
     assert list(entries) == ["bad", "good", "hangs", "raises"]  # helper and _private are not benchmarks
     assert {n: e["status"] for n, e in entries.items()} == {
         "bad": "bad_result", "good": "ok", "hangs": "timed_out", "raises": "failed"}
     assert entries["good"]["result"]["figures"] == {"ratio": 1.25, "steps": 3}
+    # the plot's temporary path is replaced by the kept copy's, in the entry and in the result
+    assert entries["good"]["result"]["plots"] == entries["good"]["plots"] == [str(work / "out/plots/good/bars.png")]
     assert entries["raises"]["error"] == "RuntimeError: the model would not load"
     assert "Traceback" in entries["raises"]["output_tail"]
     assert "'met'" in entries["bad"]["error"]
