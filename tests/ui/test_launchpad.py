@@ -3,11 +3,15 @@ before a run starts, with the command line's line."""
 
 from __future__ import annotations
 
+import urllib.parse
+
 import pytest
 import yaml
 
 from pipelines.definitions import demo_recipe
 from tests import dagster_dev as dev
+from tests.ui.browser import browser_page, chromium_or_skip
+from tests.ui.test_browser import dismiss_welcome
 from tests.test_bad_inputs import CASES
 
 pytestmark = pytest.mark.slow
@@ -43,6 +47,10 @@ def contains(found, wanted) -> bool:
     if isinstance(wanted, dict):
         return isinstance(found, dict) and all(k in found and contains(found[k], v) for k, v in wanted.items())
     return found == wanted
+
+
+def run_count(port: int) -> int:
+    return len(dev.graphql(port, "{ runsOrError { ... on Runs { results { runId } } } }")["runsOrError"]["results"])
 
 
 def stop(port: int, run_id: str) -> None:
@@ -90,3 +98,29 @@ def test_a_range_error_is_refused_at_launch_with_the_command_line_message(ui_ser
             stop(ui_server["port"], answer["run"]["runId"])
         assert answer["__typename"] != "LaunchRunSuccess", f"a run of {job} with r: 0 was launched"
         assert expected in answer["message"], answer
+
+
+def test_the_launchpad_shows_the_refusal(ui_server, tmp_path):
+    """In Chromium: the demo opens with its recipe; with `r: 0` in it, Launch Run shows the command line's line."""
+    expected = next(c.expected for c in CASES if c.what == "a bad value").strip()
+    chromium = chromium_or_skip()
+    repo = dev.repository_selector(ui_server["port"])
+    job = (f"http://127.0.0.1:{ui_server['port']}/locations/{repo['repositoryName']}@{repo['repositoryLocationName']}"
+           "/jobs/qlora_demo/playground")
+    recipe = demo_recipe()
+    recipe["ops"]["qlora_adapter"]["config"]["r"] = 0
+    with browser_page(chromium) as page:
+        page.goto(job)
+        dismiss_welcome(page)
+        page.get_by_text("max_steps").first.wait_for()
+        opened = page.locator(".CodeMirror").first.inner_text()
+        assert "max_steps: 600" in opened and "max_seq_len: 96" in opened, opened
+        page.goto(f"{job}/setup?" + urllib.parse.urlencode({"config": yaml.safe_dump(recipe)}))  # a session with it
+        page.get_by_text("max_steps").first.wait_for()
+        before = run_count(ui_server["port"])
+        page.get_by_role("button", name="Launch Run").click()
+        try:
+            page.get_by_role("dialog").get_by_text(expected).first.wait_for()
+        finally:
+            page.screenshot(path=str(tmp_path / "launchpad-refusal.png"))
+    assert run_count(ui_server["port"]) == before, "a run was created"
