@@ -66,6 +66,11 @@ def check_run_config(config: dict) -> list[str]:
     return problems + check_resources(config.get("resources") or {})
 
 
+def config_error(where: str, problems: list[str]) -> str:
+    """The refusal both the command line and the launchpad show: a header naming `where`, one problem a line."""
+    return f"error: invalid config in {where}:\n  " + "\n  ".join(problems)
+
+
 def _from_env(value) -> bool:
     """A config value Dagster reads from the environment at run time ({"env": "NAME"}): not checked up front."""
     return isinstance(value, dict) and set(value) == {"env"}
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {run_id}: {args.job} from {args.config}; full log in {log_file}", flush=True)
     problems = check_run_config(run_config)
     if problems:
-        print(f"error: invalid config in {args.config}:\n  " + "\n  ".join(problems), file=sys.stderr)
+        print(config_error(str(args.config), problems), file=sys.stderr)
         return 2
 
     import warnings

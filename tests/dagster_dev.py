@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,8 +33,15 @@ def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     """POST one GraphQL query to the webserver on `port`; returns its `data` (asserts there were no errors)."""
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        answer = json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        if err.code != 500:
+            raise
+        # The webserver answers 500 when a field resolved to a PythonError (e.g. a refused launch); the UI reads the
+        # data all the same (ui-core/src/app/AppError.tsx).
+        answer = json.loads(err.read())
     assert "errors" not in answer, answer
     return answer["data"]
 
