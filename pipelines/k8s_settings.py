@@ -87,7 +87,7 @@ class GpuSettings(_Strict):
     def _counts(cls, v: dict[str, int]) -> dict[str, int]:
         for step, count in v.items():
             if count < 0:
-                raise ValueError(f"gpu.steps.{step} must be >= 0 GPUs, got {count}")
+                raise ValueError(f"{step} must be >= 0 GPUs, got {count}")
         return v
 
     _shm = field_validator("shm_size", mode="before")(lambda v: _quantity(v))
@@ -134,7 +134,7 @@ class K8sSettings(_Strict):
     @classmethod
     def _absolute(cls, v: str) -> str:
         if not v.startswith("/"):
-            raise ValueError(f"data_path must be an absolute path in the container, got {v!r}")
+            raise ValueError(f"must be an absolute path in the container, got {v!r}")
         return v.rstrip("/") or "/"
 
     @property

@@ -1,0 +1,111 @@
+"""The real integration paths, end to end up to the Kubernetes API: a run of the Kubernetes code location's job
+(its k8s_job_executor, on an instance with the K8sRunLauncher) and an asset calling run_training_pod
+(PipesK8sClient) send their Job and Pod to a loopback stand-in API server (tests/pipelines/fake_k8s_api.py), which
+records them and refuses them. What a cluster would receive is asserted; nothing is scheduled."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+import yaml
+from dagster_k8s import PipesK8sClient
+
+from pipelines.k8s import run_training_pod
+from pipelines.k8s_definitions import JOB_NAME
+from pipelines.k8s_settings import DEFAULT_SETTINGS_FILE, K8sSettings, load_k8s_settings
+from tests.pipelines.fake_k8s_api import fake_k8s_api
+from tests.pipelines.test_k8s import SETTINGS, env_from_names
+
+
+def k8s_job() -> dg.JobDefinition:
+    """The Kubernetes location's job, built from the settings file $QLORA_K8S_SETTINGS names (reconstructable)."""
+    from pipelines.k8s_definitions import build_definitions
+
+    return build_definitions(load_k8s_settings()).resolve_job_def(JOB_NAME)
+
+
+@pytest.fixture
+def settings_file(tmp_path, monkeypatch):
+    path = tmp_path / "k8s.yaml"
+    path.write_text(yaml.safe_dump({**SETTINGS, "image": "registry.test/from-the-file:1"}))
+    monkeypatch.setenv("QLORA_K8S_SETTINGS", str(path))
+    monkeypatch.setenv("QLORA_K8S_IMAGE", "registry.test/from-ci:42")  # the override wins over the file
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.test:5000")  # the location's mlflow resource needs it
+    return path
+
+
+def test_the_executor_sends_the_training_step_to_a_gpu_node(tmp_path, settings_file):
+    with fake_k8s_api(tmp_path) as (api, kubeconfig):
+        launcher = {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": {
+            "instance_config_map": "dagster-instance", "service_account_name": "dagster", "job_namespace": "ml-train",
+            "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)}}
+        with dg.instance_for_test(temp_dir=str(tmp_path), overrides={"run_launcher": launcher}) as instance:
+            result = dg.execute_job(dg.reconstructable(k8s_job), instance, raise_on_error=False,
+                                    asset_selection=[dg.AssetKey("qlora_adapter")])
+    assert not result.success  # the stand-in refuses to create anything
+    assert [(m, p) for m, p, _ in api.requests][0] == ("POST", "/apis/batch/v1/namespaces/ml-train/jobs")
+    (job,) = api.created("/jobs")
+    assert job["metadata"]["labels"]["dagster/op"] == "qlora_adapter"
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "registry.test/from-ci:42"
+    assert container["args"][:3] == ["dagster", "api", "execute_step"]
+    assert container["resources"] == {"requests": {"cpu": "24", "memory": "200Gi", "nvidia.com/gpu": "4"},
+                                      "limits": {"memory": "200Gi", "nvidia.com/gpu": "4"}}
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoExecute"}]
+    assert pod["serviceAccountName"] == "trainer"
+    assert {e.get("secretRef", {}).get("name") for e in container["envFrom"]} >= {"team-secrets"}
+    assert {e.get("configMapRef", {}).get("name") for e in container["envFrom"]} >= {"team-env"}
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["QLORA_HOME"] == "/mnt/team/qlora" and env["DAGSTER_RUN_STEP_KEY"] == "qlora_adapter"
+    assert {"name": "qlora-data", "persistentVolumeClaim": {"claimName": "team-data"}} in pod["volumes"]
+
+
+def test_run_training_pod_sends_one_pod_through_pipes(tmp_path):
+    settings = K8sSettings(**SETTINGS)
+    command = ["torchrun", "--nproc_per_node=4", "-m", "ops.train"]
+    with fake_k8s_api(tmp_path) as (api, kubeconfig):
+        client = PipesK8sClient(load_incluster_config=False, kubeconfig_file=str(kubeconfig), poll_interval=0.1)
+
+        @dg.asset
+        def adapter_in_a_pod(context):  # unannotated: this module's annotations are strings
+            run_training_pod(context, command, settings, client=client)
+
+        result = dg.materialize([adapter_in_a_pod], raise_on_error=False)
+    assert not result.success
+    (pod,) = api.created("/pods")
+    assert [p for m, p, _ in api.requests if m == "POST"] == ["/api/v1/namespaces/ml-train/pods"]
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == command and container["image"] == "registry.test/team/qlora:7.7.7"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert pod["spec"]["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    env = {e["name"] for e in container["env"]}
+    assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES", "QLORA_HOME"} <= env  # the Pipes bootstrap arrived
+
+
+def test_the_k8s_location_loads_with_the_k8s_executor(settings_file):
+    from dagster_k8s import k8s_job_executor
+
+    from pipelines.k8s_definitions import build_definitions
+
+    defs = build_definitions(load_k8s_settings())
+    assert defs.resolve_job_def(JOB_NAME).executor_def is k8s_job_executor
+    # The other jobs and the UI's Materialize runs take the location's executor, configured from the settings.
+    for name in ("qlora_pipeline", "promote_alias", "__ASSET_JOB"):
+        executor = defs.resolve_job_def(name).executor_def
+        assert executor.name == "qlora_k8s" and executor.executor_creation_fn is k8s_job_executor.executor_creation_fn
+    # adapter_evaluation runs on a CPU node in these settings, so the gpu resource may not insist on CUDA...
+    assert not defs.resources["gpu"].require_gpu
+    # ...while the shipped settings give every GPU step a GPU, and a step that lands without one fails at once.
+    shipped = build_definitions(load_k8s_settings(DEFAULT_SETTINGS_FILE))
+    assert shipped.resources["gpu"].require_gpu
+
+
+def test_a_gpu_step_without_a_count_fails_the_location(settings_file):
+    from pipelines.k8s_definitions import build_definitions
+
+    settings = load_k8s_settings()
+    bare = settings.model_copy(update={"gpu": settings.gpu.model_copy(update={"steps": {"qlora_adapter": 4}})})
+    with pytest.raises(ValueError, match="^quantized_base_model, adapter_evaluation use the gpu resource but gpu.steps"):
+        build_definitions(bare)
