@@ -1,6 +1,6 @@
-"""The Kubernetes code location: the same assets, jobs, schedule and sensor as pipelines.definitions, each step in
-its own pod (dagster-k8s's k8s_job_executor), the GPU steps on the GPU nodes. Settings: deploy/k8s.yaml
-(pipelines/k8s_settings.py). Selected by pointing a workspace or Helm's user deployment at this module:
+"""The Kubernetes code location: the same assets, jobs, schedule and sensor as pipelines.definitions, MLflow on the
+shared server (pipelines/server_definitions.py), each step in its own pod (dagster-k8s's k8s_job_executor), the GPU
+steps on the GPU nodes. Settings: deploy/k8s.yaml (pipelines/k8s_settings.py). Selected by pointing a workspace or Helm's user deployment at this module:
 
     dagster api grpc -m pipelines.k8s_definitions      (deploy/helm/values.yaml does this)
 
@@ -14,12 +14,10 @@ from dagster_k8s import k8s_job_executor
 
 from assets import PIPELINE_ASSETS
 from assets.checks import ASSET_CHECKS
-from pipelines import definitions as local
 from pipelines.k8s import executor_config
 from pipelines.k8s_settings import K8sSettings, load_k8s_settings
-from pipelines.schedules import qlora_retrain_schedule, with_automation
-from pipelines.sensors import qlora_data_sensor
-from resources import GPUResource, MLflowResource
+from pipelines.server_definitions import JOBS, server_definitions, server_resources
+from resources import GPUResource
 
 JOB_NAME = "qlora_pipeline_k8s"
 
@@ -52,18 +50,9 @@ def build_definitions(settings: K8sSettings) -> dg.Definitions:
         JOB_NAME, selection=dg.AssetSelection.assets(*PIPELINE_ASSETS), executor_def=k8s_job_executor,
         config={"execution": {"config": config}},
         description="The pipeline with each step in its own Kubernetes pod; training and evaluation on GPU nodes.")
-    resources = {
-        **local.RESOURCES,
-        # A step that was given a GPU fails at once without one, instead of training on the CPU for days.
-        "gpu": GPUResource(require_gpu=all(settings.gpu.count(s) > 0 for s in gpu_using_steps())),
-        # The shared tracking server (deploy/: PostgreSQL backend, S3 artifacts); its S3 endpoint and keys come
-        # from MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, read by MLflow and boto3.
-        "mlflow": MLflowResource(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
-    }
-    return dg.Definitions(
-        assets=with_automation(PIPELINE_ASSETS), asset_checks=ASSET_CHECKS,
-        jobs=[local.qlora_pipeline, local.qlora_demo, local.promote_alias, job],
-        schedules=[qlora_retrain_schedule], sensors=[qlora_data_sensor], resources=resources, executor=executor)
+    # A step that was given a GPU fails at once without one, instead of training on the CPU for days.
+    gpu = GPUResource(require_gpu=all(settings.gpu.count(s) > 0 for s in gpu_using_steps()))
+    return server_definitions(jobs=[*JOBS, job], resources={**server_resources(), "gpu": gpu}, executor=executor)
 
 
 defs = build_definitions(load_k8s_settings())
