@@ -192,3 +192,12 @@ def test_the_shipped_settings_load_and_give_every_gpu_step_a_gpu():
     assert yaml.safe_load(DEFAULT_SETTINGS_FILE.read_text())  # a mapping, not an empty file
     assert all(s.gpu.count(step) >= 1 for step in gpu_using_steps())
     assert set(gpu_using_steps()) == {"quantized_base_model", "qlora_adapter", "adapter_evaluation"}
+
+
+@pytest.mark.slow  # starts a subprocess
+def test_the_local_location_never_imports_dagster_k8s():
+    from tests.test_light_imports import HEAVY, heavy_modules_after_importing
+
+    assert heavy_modules_after_importing("pipelines.definitions", heavy=("dagster_k8s", "kubernetes")) == []
+    # compose's location loads no ML library either, like the local one
+    assert heavy_modules_after_importing("pipelines.server_definitions", heavy=HEAVY) == []
