@@ -118,6 +118,7 @@ def test_helm_pools_monitoring_and_retries_match_the_instance_file(helm):
     monitoring, helm_monitoring = instance["run_monitoring"], helm["dagsterDaemon"]["runMonitoring"]
     assert helm_monitoring["enabled"] == monitoring["enabled"]
     assert helm_monitoring["freeSlotsAfterRunEndSeconds"] == monitoring["free_slots_after_run_end_seconds"]
+    assert helm["postgresql"]["postgresqlScheme"] == instance["storage"]["postgres"]["postgres_db"]["scheme"]
     retries, helm_retries = instance["run_retries"], helm["dagsterDaemon"]["runRetries"]
     assert (helm_retries["maxRetries"], helm_retries["retryOnAssetOrOpFailure"]) == \
         (retries["max_retries"], retries["retry_on_asset_or_op_failure"])
