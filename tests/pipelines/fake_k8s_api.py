@@ -1,27 +1,76 @@
-"""A stand-in Kubernetes API server on loopback that records what a client asks to create and refuses it.
+"""A stand-in Kubernetes API server on loopback that records what a client asks to create.
 
 dagster-k8s's executor and PipesK8sClient talk to it through the real kubernetes client (a kubeconfig pointing at
-http://127.0.0.1:<port>), so a test sees the exact Job or Pod JSON a cluster would receive. Every create is
-answered 403 Forbidden: nothing is scheduled, and the caller fails at once instead of polling for a pod that never
-runs. Not a cluster: it checks no schema and keeps no objects.
+http://127.0.0.1:<port>), so a test sees the exact Job or Pod JSON a cluster would receive. By default every create
+is answered 403 Forbidden: nothing is scheduled, and the caller fails at once instead of polling for a pod that
+never runs. With `kubelet=True` a created pod's first container runs here as a local process (its command, its env,
+its envFrom resolved from the `secrets` given), and the pod's status and timestamped log are served the way the API
+serves them, enough for PipesK8sClient to wait for it and read its Pipes messages. Not a cluster: no scheduling, no
+images, no volumes, no resource limits; it checks no schema.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 REFUSAL = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
            "message": "offline test API server: request recorded, nothing created"}
 
 
+class LocalPod:
+    """A pod's first container run as a local process; its output lines timestamped as the kubelet does."""
+
+    def __init__(self, body: dict, secrets: dict[str, dict[str, str]], cwd: Path) -> None:
+        self.body = body
+        container = body["spec"]["containers"][0]
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        for source in container.get("envFrom", []):  # a missing Secret or ConfigMap fails the pod, as in a cluster
+            ref = source.get("secretRef") or source.get("configMapRef")
+            env.update(secrets[ref["name"]])
+        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(container["command"], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            self.lines.append(f"{stamp} {line.rstrip(chr(10))}")
+
+    def log(self, timeout: float = 120) -> str:
+        """The whole log, once the container has ended (a `follow` stream ends there too)."""
+        self.proc.wait(timeout=timeout)
+        self.reader.join(timeout=timeout)
+        return "".join(f"{line}\n" for line in self.lines)
+
+    def with_status(self) -> dict:
+        container = self.body["spec"]["containers"][0]
+        rc = self.proc.poll()
+        state = {"running": {"startedAt": "2026-01-01T00:00:00Z"}} if rc is None else \
+            {"terminated": {"exitCode": rc, "reason": "Completed" if rc == 0 else "Error"}}
+        status = {"phase": "Running" if rc is None else ("Succeeded" if rc == 0 else "Failed"),
+                  "containerStatuses": [{"name": container["name"], "image": container.get("image", ""),
+                                         "imageID": "", "restartCount": 0, "ready": rc is None, "state": state}]}
+        return {**self.body, "status": status}
+
+
 class FakeK8sApi:
-    def __init__(self) -> None:
+    def __init__(self, kubelet: bool = False, secrets: dict[str, dict[str, str]] | None = None,
+                 cwd: Path | None = None) -> None:
         self.requests: list[tuple[str, str, dict | None]] = []  # (method, path, JSON body)
+        self.kubelet, self.secrets, self.cwd = kubelet, secrets or {}, cwd or Path.cwd()
+        self.pods: dict[str, LocalPod] = {}
 
     def created(self, kind_path: str) -> list[dict]:
         """Bodies POSTed to paths ending in `kind_path` ("/jobs", "/pods")."""
@@ -52,9 +101,36 @@ def _handler(api: FakeK8sApi) -> type[BaseHTTPRequestHandler]:
         def _record(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
-            api.requests.append((self.command, self.path.split("?")[0], body))
-            if self.command == "POST":
+            url = urlsplit(self.path)
+            api.requests.append((self.command, url.path, body))
+            parts = url.path.strip("/").split("/")  # api v1 namespaces <ns> pods [<name> [log]]
+            if api.kubelet and parts[:2] == ["api", "v1"] and len(parts) >= 5 and parts[4] == "pods":
+                self._kubelet(parts[5:], parse_qs(url.query), body)
+            elif self.command == "POST":
                 self._answer(403, REFUSAL)
+            else:
+                self._answer(404, {**REFUSAL, "reason": "NotFound", "code": 404})
+
+        def _kubelet(self, rest: list[str], query: dict, body: dict | None) -> None:
+            if self.command == "POST" and not rest:
+                api.pods[body["metadata"]["name"]] = LocalPod(body, api.secrets, api.cwd)
+                self._answer(201, body)
+            elif self.command == "GET" and not rest:  # list, with fieldSelector=metadata.name=<pod>
+                name = query.get("fieldSelector", [""])[0].removeprefix("metadata.name=")
+                items = [api.pods[name].with_status()] if name in api.pods else []
+                self._answer(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+            elif self.command == "GET" and len(rest) == 2 and rest[1] == "log" and rest[0] in api.pods:
+                data = api.pods[rest[0]].log().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            elif self.command == "DELETE" and len(rest) == 1 and rest[0] in api.pods:
+                pod = api.pods[rest[0]]
+                if pod.proc.poll() is None:
+                    pod.proc.kill()
+                self._answer(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
             else:
                 self._answer(404, {**REFUSAL, "reason": "NotFound", "code": 404})
 
@@ -67,9 +143,10 @@ def _handler(api: FakeK8sApi) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def fake_k8s_api(folder: Path, namespace: str = "qlora-test") -> Iterator[tuple[FakeK8sApi, Path]]:
-    """(the recorder, a kubeconfig file pointing at it); the server stops when the block ends."""
-    api = FakeK8sApi()
+def fake_k8s_api(folder: Path, namespace: str = "qlora-test", **kwargs) -> Iterator[tuple[FakeK8sApi, Path]]:
+    """(the recorder, a kubeconfig file pointing at it); the server stops, and any local pod is killed, when the
+    block ends. `kwargs`: FakeK8sApi's (kubelet, secrets, cwd)."""
+    api = FakeK8sApi(**kwargs)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -79,3 +156,7 @@ def fake_k8s_api(folder: Path, namespace: str = "qlora-test") -> Iterator[tuple[
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        for pod in api.pods.values():
+            if pod.proc.poll() is None:
+                pod.proc.kill()
+            pod.proc.wait(timeout=30)

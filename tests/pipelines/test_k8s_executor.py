@@ -1,9 +1,12 @@
 """The real integration paths, end to end up to the Kubernetes API: a run of the Kubernetes code location's job
 (its k8s_job_executor, on an instance with the K8sRunLauncher) and an asset calling run_training_pod
 (PipesK8sClient) send their Job and Pod to a loopback stand-in API server (tests/pipelines/fake_k8s_api.py), which
-records them and refuses them. What a cluster would receive is asserted; nothing is scheduled."""
+records them and refuses them: what a cluster would receive is asserted. Last, the stand-in runs the training pod's
+command as a local process, and its Pipes reports come back through the pod log."""
 
 from __future__ import annotations
+
+import sys
 
 import dagster as dg
 import pytest
@@ -109,3 +112,41 @@ def test_a_gpu_step_without_a_count_fails_the_location(settings_file):
     bare = settings.model_copy(update={"gpu": settings.gpu.model_copy(update={"steps": {"qlora_adapter": 4}})})
     with pytest.raises(ValueError, match="^quantized_base_model, adapter_evaluation use the gpu resource but gpu.steps"):
         build_definitions(bare)
+
+
+# A stand-in for the training command: rank 0's Pipes reports, written to stderr like any Pipes process in a pod.
+PIPES_TRAINING = """
+import os
+from dagster_pipes import open_dagster_pipes
+
+with open_dagster_pipes() as pipes:
+    pipes.log.info("rank 0: training")
+    pipes.report_asset_materialization(metadata={
+        "qlora_home": os.environ["QLORA_HOME"],
+        "s3_secret_reached_the_pod": os.environ.get("AWS_SECRET_ACCESS_KEY") == "from-the-secret",
+        "run_name": pipes.extras["run_name"]})
+"""
+
+
+@pytest.mark.slow  # the pod's process is a subprocess
+def test_a_training_pod_reports_back_through_pipes(tmp_path):
+    """The whole Pipes round trip: the pod spec run_training_pod builds is run by the stand-in's local kubelet (its
+    command and env, envFrom resolved from the Secret), and what the process reports through Pipes on its log becomes
+    the asset's materialization."""
+    settings = K8sSettings(**SETTINGS)
+    secrets = {"team-secrets": {"AWS_SECRET_ACCESS_KEY": "from-the-secret"}, "team-env": {}}
+    with fake_k8s_api(tmp_path, kubelet=True, secrets=secrets, cwd=tmp_path) as (api, kubeconfig):
+        client = PipesK8sClient(load_incluster_config=False, kubeconfig_file=str(kubeconfig), poll_interval=0.1)
+
+        @dg.asset
+        def adapter_in_a_pod(context):
+            invocation = run_training_pod(context, [sys.executable, "-c", PIPES_TRAINING], settings, client=client,
+                                          extras={"run_name": "nightly"})
+            return invocation.get_materialize_result()
+
+        result = dg.materialize([adapter_in_a_pod])
+    metadata = result.asset_materializations_for_node("adapter_in_a_pod")[0].metadata
+    assert metadata["qlora_home"].value == "/mnt/team/qlora"
+    assert metadata["s3_secret_reached_the_pod"].value is True
+    assert metadata["run_name"].value == "nightly"
+    assert [m for m, p, _ in api.requests if p.endswith("/pods/" + next(iter(api.pods)))] == ["DELETE"]
