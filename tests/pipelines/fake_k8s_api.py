@@ -3,9 +3,10 @@
 dagster-k8s's executor and PipesK8sClient talk to it through the real kubernetes client (a kubeconfig pointing at
 http://127.0.0.1:<port>), so a test sees the exact Job or Pod JSON a cluster would receive. By default every create
 is answered 403 Forbidden: nothing is scheduled, and the caller fails at once instead of polling for a pod that
-never runs. With `kubelet=True` a created pod's first container runs here as a local process (its command, its env,
-its envFrom resolved from the `secrets` given), and the pod's status and timestamped log are served the way the API
-serves them, enough for PipesK8sClient to wait for it and read its Pipes messages. Not a cluster: no scheduling, no
+never runs. With `kubelet=True` a created pod's (or Job's) first container runs here as a local process (its command
+and args, its env, its envFrom resolved from the `secrets` given), and the pod's status and timestamped log and the
+Job's status are served the way the API serves them: enough for PipesK8sClient to wait for a pod and read its Pipes
+messages, and for the k8s_job_executor to run a step in a Job. Not a cluster: no scheduling, no
 images, no volumes, no resource limits; it checks no schema.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -30,15 +32,18 @@ class LocalPod:
     """A pod's first container run as a local process; its output lines timestamped as the kubelet does."""
 
     def __init__(self, body: dict, secrets: dict[str, dict[str, str]], cwd: Path) -> None:
-        self.body = body
-        container = body["spec"]["containers"][0]
-        env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+        self.body = body  # a Pod, or a Job (whose pod template holds the container)
+        spec = body["spec"]["template"]["spec"] if body.get("kind") == "Job" else body["spec"]
+        container = spec["containers"][0]
+        # This interpreter's scripts first: the image's PATH would hold `dagster`.
+        env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+               "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
         for source in container.get("envFrom", []):  # a missing Secret or ConfigMap fails the pod, as in a cluster
             ref = source.get("secretRef") or source.get("configMapRef")
             env.update(secrets[ref["name"]])
         env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
         self.lines: list[str] = []
-        self.proc = subprocess.Popen(container["command"], env=env, cwd=cwd, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen(container.get("command", []) + container.get("args", []), env=env, cwd=cwd, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -53,6 +58,11 @@ class LocalPod:
         self.proc.wait(timeout=timeout)
         self.reader.join(timeout=timeout)
         return "".join(f"{line}\n" for line in self.lines)
+
+    def job_with_status(self) -> dict:
+        rc = self.proc.poll()
+        status = {"active": 1} if rc is None else ({"succeeded": 1} if rc == 0 else {"failed": 1})
+        return {**self.body, "status": status}
 
     def with_status(self) -> dict:
         container = self.body["spec"]["containers"][0]
@@ -71,6 +81,7 @@ class FakeK8sApi:
         self.requests: list[tuple[str, str, dict | None]] = []  # (method, path, JSON body)
         self.kubelet, self.secrets, self.cwd = kubelet, secrets or {}, cwd or Path.cwd()
         self.pods: dict[str, LocalPod] = {}
+        self.jobs: dict[str, LocalPod] = {}
 
     def created(self, kind_path: str) -> list[dict]:
         """Bodies POSTed to paths ending in `kind_path` ("/jobs", "/pods")."""
@@ -106,8 +117,24 @@ def _handler(api: FakeK8sApi) -> type[BaseHTTPRequestHandler]:
             parts = url.path.strip("/").split("/")  # api v1 namespaces <ns> pods [<name> [log]]
             if api.kubelet and parts[:2] == ["api", "v1"] and len(parts) >= 5 and parts[4] == "pods":
                 self._kubelet(parts[5:], parse_qs(url.query), body)
+            elif api.kubelet and parts[:3] == ["apis", "batch", "v1"] and len(parts) >= 6 and parts[5] == "jobs":
+                self._jobs(parts[6:], body)
             elif self.command == "POST":
                 self._answer(403, REFUSAL)
+            else:
+                self._answer(404, {**REFUSAL, "reason": "NotFound", "code": 404})
+
+        def _jobs(self, rest: list[str], body: dict | None) -> None:
+            """apis/batch/v1/namespaces/<ns>/jobs[/<name>[/status]]: create runs it, status reports it, delete kills."""
+            if self.command == "POST" and not rest:
+                api.jobs[body["metadata"]["name"]] = LocalPod(body, api.secrets, api.cwd)
+                self._answer(201, body)
+            elif self.command == "GET" and rest and rest[0] in api.jobs:
+                self._answer(200, api.jobs[rest[0]].job_with_status())
+            elif self.command == "DELETE" and rest and rest[0] in api.jobs:
+                if api.jobs[rest[0]].proc.poll() is None:
+                    api.jobs[rest[0]].proc.kill()
+                self._answer(200, {"kind": "Status", "apiVersion": "v1", "status": "Success"})
             else:
                 self._answer(404, {**REFUSAL, "reason": "NotFound", "code": 404})
 
@@ -156,7 +183,7 @@ def fake_k8s_api(folder: Path, namespace: str = "qlora-test", **kwargs) -> Itera
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-        for pod in api.pods.values():
+        for pod in [*api.pods.values(), *api.jobs.values()]:
             if pod.proc.poll() is None:
                 pod.proc.kill()
             pod.proc.wait(timeout=30)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from dagster_k8s import PipesK8sClient
 
+from ops.core.paths import REPO_ROOT
 from pipelines.k8s import run_training_pod
 from pipelines.k8s_definitions import JOB_NAME
 from pipelines.k8s_settings import DEFAULT_SETTINGS_FILE, K8sSettings, load_k8s_settings
@@ -150,3 +151,38 @@ def test_a_training_pod_reports_back_through_pipes(tmp_path):
     assert metadata["s3_secret_reached_the_pod"].value is True
     assert metadata["run_name"].value == "nightly"
     assert [m for m, p, _ in api.requests if p.endswith("/pods/" + next(iter(api.pods)))] == ["DELETE"]
+
+
+@pytest.mark.slow  # the step's Job runs as a subprocess
+def test_a_step_runs_in_its_job_and_leaves_its_artifact_on_the_data_volume(tmp_path, monkeypatch, tiny_base_dir):
+    """Each step in its own pod, end to end: the executor creates training_dataset's Job, the stand-in runs the Job's
+    container (`dagster api execute_step`, with the Job's env and the ConfigMap's) as a local process, the step
+    writes to the instance the launcher names and its artifact into the data home the settings mount; the blocking
+    checks then run in a Job of their own and read that artifact."""
+    data = tmp_path / "volume"  # stands for the data claim, mounted at data_path in every pod
+    settings = {**SETTINGS, "data_path": str(data)}
+    (tmp_path / "k8s.yaml").write_text(yaml.safe_dump(settings))
+    monkeypatch.setenv("QLORA_K8S_SETTINGS", str(tmp_path / "k8s.yaml"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.test:5000")
+    home = tmp_path / "dagster-home"
+    home.mkdir()
+    env = {"team-secrets": {"AWS_SECRET_ACCESS_KEY": "from-the-secret"},
+           "team-env": {"MLFLOW_TRACKING_URI": "http://mlflow.test:5000", "HF_HUB_OFFLINE": "1"}}
+    with fake_k8s_api(tmp_path, kubelet=True, secrets=env, cwd=REPO_ROOT) as (api, kubeconfig):
+        launcher = {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": {
+            "instance_config_map": "dagster-instance", "service_account_name": "dagster", "job_namespace": "ml-train",
+            "load_incluster_config": False, "kubeconfig_file": str(kubeconfig), "dagster_home": str(home)}}
+        with dg.instance_for_test(temp_dir=str(home), overrides={"run_launcher": launcher}) as instance:
+            result = dg.execute_job(
+                dg.reconstructable(k8s_job), instance, asset_selection=[dg.AssetKey("training_dataset")],
+                run_config={"resources": {"base_model": {"config": {"model_id": str(tiny_base_dir)}}},
+                            "ops": {"training_dataset": {"config": {"max_rows": 120, "max_seq_len": 64}}}})
+            assert result.success
+            events = instance.all_logs(result.run_id)
+    # The asset and its blocking data checks, each in its own Job, both finished cleanly.
+    assert sorted(j.body["metadata"]["labels"]["dagster/op"] for j in api.jobs.values()) == \
+        ["training_dataset", "training_dataset_checks"]
+    assert [j.proc.returncode for j in api.jobs.values()] == [0, 0]
+    (artifact,) = (data / "qlora" / "artifacts" / "training_dataset").iterdir()  # QLORA_HOME from the pod's env
+    materialized = [e for e in events if e.dagster_event and e.dagster_event.is_step_materialization]
+    assert materialized[0].dagster_event.step_materialization_data.materialization.metadata["path"].value == str(artifact)
