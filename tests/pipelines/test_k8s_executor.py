@@ -94,6 +94,7 @@ def test_the_k8s_location_loads_with_the_k8s_executor(settings_file):
     from pipelines.k8s_definitions import build_definitions
 
     defs = build_definitions(load_k8s_settings())
+    dg.Definitions.validate_loadable(defs)  # what a code server checks: jobs, schedule and sensor targets resolve
     assert defs.resolve_job_def(JOB_NAME).executor_def is k8s_job_executor
     # The other jobs and the UI's Materialize runs take the location's executor, configured from the settings.
     for name in ("qlora_pipeline", "promote_alias", "__ASSET_JOB"):
@@ -104,6 +105,13 @@ def test_the_k8s_location_loads_with_the_k8s_executor(settings_file):
     # ...while the shipped settings give every GPU step a GPU, and a step that lands without one fails at once.
     shipped = build_definitions(load_k8s_settings(DEFAULT_SETTINGS_FILE))
     assert shipped.resources["gpu"].require_gpu
+
+
+def test_compose_location_loads_with_mlflow_on_the_server():
+    from pipelines.server_definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    assert defs.resources["mlflow"].tracking_uri == dg.EnvVar("MLFLOW_TRACKING_URI")
 
 
 def test_a_gpu_step_without_a_count_fails_the_location(settings_file):
