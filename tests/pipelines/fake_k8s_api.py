@@ -171,8 +171,8 @@ def _handler(api: FakeK8sApi) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def fake_k8s_api(folder: Path, namespace: str = "qlora-test", **kwargs) -> Iterator[tuple[FakeK8sApi, Path]]:
-    """(the recorder, a kubeconfig file pointing at it); the server stops, and any local pod is killed, when the
-    block ends. `kwargs`: FakeK8sApi's (kubelet, secrets, cwd)."""
+    """(the recorder, a kubeconfig file pointing at it); when the block ends the server stops, and local pods get a
+    minute to end by themselves before they are killed. `kwargs`: FakeK8sApi's (kubelet, secrets, cwd)."""
     api = FakeK8sApi(**kwargs)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -184,6 +184,8 @@ def fake_k8s_api(folder: Path, namespace: str = "qlora-test", **kwargs) -> Itera
         server.server_close()
         thread.join(timeout=5)
         for pod in [*api.pods.values(), *api.jobs.values()]:
-            if pod.proc.poll() is None:
+            try:  # a step process may still be tearing down after its last event: let it end by itself
+                pod.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
                 pod.proc.kill()
-            pod.proc.wait(timeout=30)
+                pod.proc.wait(timeout=30)
