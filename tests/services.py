@@ -238,25 +238,23 @@ class MlflowServer:
     log: Path
 
 
-def mlflow_server_command(port: int, backend_uri: str, artifacts: str) -> list[str]:
-    """The server's command line (the same as deploy/mlflow-server.sh): no secret in it, libpq and boto3 read those
-    from the environment (PGPASSWORD, AWS_SECRET_ACCESS_KEY)."""
-    return [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-            "--backend-store-uri", backend_uri, "--serve-artifacts", "--artifacts-destination", artifacts,
-            "--workers", "1"]  # one worker: two cores shared by the whole test
+MLFLOW_SERVER_SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "mlflow-server.sh"
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(postgres_server, s3_server, tmp_path_factory) -> Iterator[MlflowServer]:
     """`mlflow server` on PostgreSQL (database `mlflow`) with artifacts proxied to the S3 bucket; stopped after."""
     postgres_server.create_database("mlflow")
-    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the project installs psycopg2-binary.
-    backend = postgres_server.uri("mlflow", driver="psycopg2")
     port, log = free_port(), tmp_path_factory.mktemp("mlflow-server") / "server.log"
     artifacts = f"s3://{s3_server.bucket}/mlflow"
-    env = {**os.environ, **s3_server.env, "PGPASSWORD": postgres_server.password}
+    # deploy/mlflow-server.sh itself, so the command a team runs is the one tested; secrets only in the environment.
+    env = {**os.environ, **s3_server.env, "PGPASSWORD": postgres_server.password, "MLFLOW_PG_HOST": postgres_server.host,
+           "MLFLOW_PG_PORT": str(postgres_server.port), "MLFLOW_PG_USER": postgres_server.user, "MLFLOW_PG_DB": "mlflow",
+           "MLFLOW_ARTIFACTS_DESTINATION": artifacts, "MLFLOW_PORT": str(port),
+           "MLFLOW": str(Path(sys.executable).parent / "mlflow")}
     env.pop("MLFLOW_TRACKING_URI", None)
-    with process_group(mlflow_server_command(port, backend, artifacts), env, log) as proc:
+    cmd = ["bash", str(MLFLOW_SERVER_SCRIPT), "--workers", "1"]  # one worker: two cores shared by the whole test
+    with process_group(cmd, env, log) as proc:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: answers_http(f"{url}/health"), "mlflow server", proc, log)
         yield MlflowServer(url=url, database="mlflow", artifacts=artifacts, log=log)

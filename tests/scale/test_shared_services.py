@@ -20,11 +20,16 @@ import yaml
 
 from ops.core.paths import REPO_ROOT
 from tests.run_configs import tiny_run_config
+from tests.services import PG_PASSWORD, S3_SECRET_KEY
 from tests.test_concurrent_runs import gpu_step_windows
 
 pytestmark = pytest.mark.slow
 MODEL = "shared-runs"
 DAGSTER_DB = "dagster"
+# The second run reaches the server through a URI with credentials in it (the server has no auth and ignores them):
+# they must be redacted wherever the URI is shown.
+URI_PASSWORD = "uri-FAKE-password-31"
+SECRETS = (PG_PASSWORD, S3_SECRET_KEY, URI_PASSWORD)
 
 
 def write_config(path: Path, base_dir: Path, learning_rate: float) -> Path:
@@ -54,8 +59,10 @@ def two_runs(shared_env, tiny_base_dir, tmp_path_factory) -> list[str]:
     """Two pipeline runs started at once on the shared instance: their outputs (both exited 0)."""
     tmp = tmp_path_factory.mktemp("configs")
     configs = [write_config(tmp / f"run{i}.yaml", tiny_base_dir, lr) for i, lr in enumerate((1e-3, 2e-3))]
-    procs = [subprocess.Popen([sys.executable, "-m", "pipelines.run", str(c)], env=shared_env, cwd=REPO_ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in configs]
+    server = shared_env["MLFLOW_TRACKING_URI"]
+    envs = [shared_env, {**shared_env, "MLFLOW_TRACKING_URI": server.replace("://", f"://alice:{URI_PASSWORD}@")}]
+    procs = [subprocess.Popen([sys.executable, "-m", "pipelines.run", str(c)], env=env, cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c, env in zip(configs, envs)]
     try:
         outputs = [p.communicate(timeout=400)[0] for p in procs]
     finally:
@@ -117,3 +124,37 @@ def test_registered_model_loads_from_s3_in_a_fresh_process(two_runs, mlflow_serv
     assert proc.returncode == 0, proc.stderr[-3000:]
     generations = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(generations) == 1 and isinstance(generations[0], str)
+
+
+def database_text(postgres_server, db: str) -> str:
+    """Every row of every table in database `db`, as text."""
+    import psycopg2
+
+    with psycopg2.connect(postgres_server.uri(db), password=postgres_server.password) as conn, conn.cursor() as cur:
+        cur.execute("select table_name from information_schema.tables where table_schema = 'public'")
+        rows = []
+        for (table,) in cur.fetchall():
+            cur.execute(f'select * from "{table}"')
+            rows += [repr(row) for row in cur.fetchall()]
+    return "\n".join(rows)
+
+
+def test_no_secret_reaches_the_event_log_run_logs_mlflow_or_the_bucket(two_runs, shared_env, postgres_server,
+                                                                        s3_server, mlflow_server):
+    dagster_rows, mlflow_rows = database_text(postgres_server, DAGSTER_DB), database_text(postgres_server, "mlflow")
+    run_ids = [o.split(":")[0].removeprefix("run ") for o in two_runs]
+    assert all(r in dagster_rows for r in run_ids) and "learning_rate" in mlflow_rows  # the dumps hold the runs
+    home = Path(shared_env["QLORA_HOME"])
+    files = {str(p): p.read_bytes() for p in home.rglob("*") if p.is_file()}  # run logs, step cache, compute logs
+    assert any(f"logs/{run_ids[1]}.log" in p for p in files)
+    s3 = s3_server.client()
+    objects = {k: s3.get_object(Bucket=s3_server.bucket, Key=k)["Body"].read() for k in s3_server.keys()}
+    assert objects
+    assert f"at {mlflow_server.url}: per-step loss" in two_runs[1]  # the second run's URI, shown without its password
+    places = {"the Dagster database (event log, runs)": dagster_rows, "the MLflow database (params, tags)": mlflow_rows,
+              "the runners' output": "\n".join(two_runs), "the MLflow server's log": mlflow_server.log.read_text()}
+    for secret in SECRETS:
+        for where, text in places.items():
+            assert secret not in text, f"{secret} reached {where}"
+        assert not [p for p, data in files.items() if secret.encode() in data], f"{secret} written under QLORA_HOME"
+        assert not [k for k, data in objects.items() if secret.encode() in data], f"{secret} stored in S3"
