@@ -197,7 +197,9 @@ def server_problem(tracking_uri: str, timeout_s: float = 10.0) -> Optional[BaseE
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s) as response:
+        # Without user:password@: urllib takes them for part of the host name ("Name or service not known"); the
+        # health check needs no login, and a 401 counts as an answer.
+        with urllib.request.urlopen(f"{redact_uri(tracking_uri).rstrip('/')}/health", timeout=timeout_s) as response:
             response.read()
     except urllib.error.HTTPError:
         return None  # it answered; auth or routing problems surface from MLflow with their own message
