@@ -143,6 +143,12 @@ def postgres_server() -> Iterator[PostgresServer]:
     # (pytest's tmp_path lies under a root-only directory).
     as_user: list[str] = []
     if os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            missing("running as root without a `postgres` user to run PostgreSQL as (apt-get install postgresql)")
         if shutil.which("runuser") is None:
             missing("running as root without runuser: cannot start PostgreSQL as the postgres user")
         as_user = ["runuser", "-u", "postgres", "--"]
