@@ -93,6 +93,15 @@ def check_resources(resources: dict) -> list[str]:
     return problems
 
 
+def instance_problem(err: BaseException) -> str:
+    """One line for an instance that cannot be opened: the missing file, or the storage's first line of error
+    (SQLAlchemy appends the SQL and a help link on later lines; the password is in neither)."""
+    if isinstance(err, FileNotFoundError):
+        return str(err)
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+    return f"the Dagster instance cannot be opened: {type(err).__name__}: {first}"
+
+
 def materializations(result) -> dict[str, dict]:
     """Each materialized asset's metadata as plain values."""
     found = {}
@@ -208,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # the registration step logs what it registered
     from ops.core.progress import bars_to
 
-    instance = get_instance()
+    try:
+        instance = get_instance()
+    except Exception as err:  # noqa: BLE001  (a missing instance file, a database that refuses the connection)
+        print(f"error: {instance_problem(err)}", file=sys.stderr)
+        return 2
     reap_dead_runs(instance)
     try:
         with terminal_apart(log_file, args.verbose) as terminal, bars_to(terminal):

@@ -72,3 +72,20 @@ def test_a_missing_instance_file_is_named_in_one_line(monkeypatch):
     monkeypatch.setenv(inst.INSTANCE_ENV, "deploy/nope.yaml")
     with pytest.raises(FileNotFoundError, match=r"^QLORA_INSTANCE=deploy/nope.yaml: no such instance file"):
         inst.instance_file()
+
+
+@pytest.mark.slow
+def test_a_refused_database_login_is_one_line_without_the_password(postgres_server, tmp_path, monkeypatch, capsys):
+    from pipelines import run
+
+    for key, value in postgres_server.dagster_env("dagster_refused").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "pg-FAKE-wrong-password")
+    monkeypatch.setenv(inst.INSTANCE_ENV, str(PRODUCTION))
+    config = tmp_path / "run.yaml"
+    config.write_text("ops: {}\n")
+    assert run.main([str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: the Dagster instance cannot be opened: OperationalError: ") and \
+        f'password authentication failed for user "{postgres_server.user}"' in err[-1], err
+    assert not any("pg-FAKE-wrong-password" in line for line in err)

@@ -125,6 +125,14 @@ def test_registered_model_loads_from_s3_in_a_fresh_process(two_runs, mlflow_serv
     generations = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(generations) == 1 and isinstance(generations[0], str)
 
+    # The registry CLI reads the same server: lineage tags and the training params of the champion.
+    show = subprocess.run([sys.executable, "-m", "ops.registry.cli", "show", f"{MODEL}@champion", "--json"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert show.returncode == 0, show.stderr[-3000:]
+    details = json.loads(show.stdout)
+    assert details["version"] == int(champion.version) and "champion" in details["aliases"]
+    assert {"adapter_fingerprint", "dagster_run_id"} <= set(details["tags"]) and details["params"]
+
 
 def database_text(postgres_server, db: str) -> str:
     """Every row of every table in database `db`, as text."""
