@@ -98,8 +98,15 @@ def instance_problem(err: BaseException) -> str:
     (SQLAlchemy appends the SQL and a help link on later lines; the password is in neither)."""
     if isinstance(err, FileNotFoundError):
         return str(err)
-    first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
-    return f"the Dagster instance cannot be opened: {type(err).__name__}: {first}"
+
+    def first_line(e: BaseException) -> str:
+        return f"{type(e).__name__}: " + next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+
+    root = err
+    while root.__cause__ is not None:  # dagster-postgres wraps the refusal in "too many retries for DB connection"
+        root = root.__cause__
+    why = first_line(err) + (f" ({first_line(root)})" if root is not err else "")
+    return f"the Dagster instance cannot be opened: {why}"
 
 
 def materializations(result) -> dict[str, dict]:
