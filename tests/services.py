@@ -80,16 +80,15 @@ def process_group(cmd: list[str], env: dict, log: Path, cwd: Optional[Path] = No
     try:
         yield proc
     finally:
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):  # SIGKILL also takes workers that outlived it
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:
                 break
             try:
                 proc.wait(wait)
-                break
             except subprocess.TimeoutExpired:
-                continue
+                pass
 
 
 # ---- PostgreSQL ---------------------------------------------------------------------------------------------------
@@ -108,7 +107,6 @@ class PostgresServer:
 
     port: int
     bindir: Path
-    as_user: list[str]
     host: str = "127.0.0.1"
     user: str = PG_USER
     password: str = PG_PASSWORD
@@ -172,7 +170,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w",
                                   "-t", "60", "start"], check=True, capture_output=True)
         started = True
-        yield PostgresServer(port=port, bindir=bindir, as_user=as_user)
+        yield PostgresServer(port=port, bindir=bindir)
     except subprocess.CalledProcessError as err:
         tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
         raise RuntimeError(f"PostgreSQL did not start: {err.stderr.decode(errors='replace')}\n{tail}") from err

@@ -67,7 +67,8 @@ def two_runs(shared_env, tiny_base_dir, tmp_path_factory) -> list[str]:
         outputs = [p.communicate(timeout=400)[0] for p in procs]
     finally:
         for p in procs:
-            p.kill() if p.poll() is None else None
+            if p.poll() is None:  # timed out: never leave a runner behind
+                p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
     return outputs
 
