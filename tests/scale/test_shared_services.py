@@ -30,6 +30,8 @@ DAGSTER_DB = "dagster"
 # they must be redacted wherever the URI is shown.
 URI_PASSWORD = "uri-FAKE-password-31"
 SECRETS = (PG_PASSWORD, S3_SECRET_KEY, URI_PASSWORD)
+LEARNING_RATES = (1e-3, 2e-3)
+STEPS = ("quantized_base_model", "training_dataset", "qlora_adapter", "adapter_evaluation", "registered_adapter")
 
 
 def write_config(path: Path, base_dir: Path, learning_rate: float) -> Path:
@@ -58,7 +60,7 @@ def shared_env(postgres_server, s3_server, mlflow_server, tmp_path_factory) -> d
 def two_runs(shared_env, tiny_base_dir, tmp_path_factory) -> list[str]:
     """Two pipeline runs started at once on the shared instance: their outputs (both exited 0)."""
     tmp = tmp_path_factory.mktemp("configs")
-    configs = [write_config(tmp / f"run{i}.yaml", tiny_base_dir, lr) for i, lr in enumerate((1e-3, 2e-3))]
+    configs = [write_config(tmp / f"run{i}.yaml", tiny_base_dir, lr) for i, lr in enumerate(LEARNING_RATES)]
     server = shared_env["MLFLOW_TRACKING_URI"]
     envs = [shared_env, {**shared_env, "MLFLOW_TRACKING_URI": server.replace("://", f"://alice:{URI_PASSWORD}@")}]
     procs = [subprocess.Popen([sys.executable, "-m", "pipelines.run", str(c)], env=env, cwd=REPO_ROOT,
@@ -133,6 +135,19 @@ def test_registered_model_loads_from_s3_in_a_fresh_process(two_runs, mlflow_serv
     details = json.loads(show.stdout)
     assert details["version"] == int(champion.version) and "champion" in details["aliases"]
     assert {"adapter_fingerprint", "dagster_run_id"} <= set(details["tags"]) and details["params"]
+
+
+def test_a_rerun_on_the_server_is_all_cache_hits_and_reuses_its_version(two_runs, shared_env, tiny_base_dir, tmp_path):
+    """The warm path on a server: no sqlite file to read, so the registry is asked through MLflow's client."""
+    config = write_config(tmp_path / "again.yaml", tiny_base_dir, LEARNING_RATES[0])
+    proc = subprocess.run([sys.executable, "-m", "pipelines.run", str(config)], env=shared_env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    steps = [line for line in lines if line.split(" ")[0] in STEPS]
+    assert len(steps) == 5 and all("cache hit" in line for line in steps), steps
+    first = next(line for line in two_runs[0].splitlines() if line.startswith("model_uri:"))
+    assert lines[-1] == first and any(" reused: " in line for line in lines), lines[-4:]
 
 
 def database_text(postgres_server, db: str) -> str:
