@@ -1,4 +1,5 @@
-"""The Dagster instance: $DAGSTER_HOME when set, else `$QLORA_HOME/dagster` with the project's dagster.yaml."""
+"""The Dagster instance: $DAGSTER_HOME when set, else `$QLORA_HOME/dagster` with the project's dagster.yaml; or the
+instance file named by $QLORA_INSTANCE (deploy/dagster.yaml: PostgreSQL storage shared by every runner)."""
 
 from __future__ import annotations
 
@@ -13,23 +14,51 @@ from ops.core.locks import file_lock
 from ops.core.paths import REPO_ROOT, qlora_home
 
 INSTANCE_TEMPLATE = REPO_ROOT / "dagster.yaml"
+INSTANCE_ENV = "QLORA_INSTANCE"  # an instance file used in place of $DAGSTER_HOME/dagster.yaml (deploy/dagster.yaml)
 
 
 def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or qlora_home() / "dagster").resolve()
 
 
+def instance_file() -> Path | None:
+    """The instance file $QLORA_INSTANCE names (relative to the working directory, else to the repository), or None.
+
+    Raises:
+        FileNotFoundError: $QLORA_INSTANCE names no file.
+    """
+    value = os.environ.get(INSTANCE_ENV)
+    if not value:
+        return None
+    for path in (Path(value), REPO_ROOT / value):
+        if path.is_file():
+            return path.resolve()
+    raise FileNotFoundError(f"{INSTANCE_ENV}={value}: no such instance file (e.g. {INSTANCE_ENV}=deploy/dagster.yaml)")
+
+
+def instance_from_file(path: Path, home: Path) -> dg.DagsterInstance:
+    """The instance that `path` describes; what it leaves local (artifacts, compute logs) goes under `home`."""
+    # Dagster's public constructors read dagster.yaml from the local home itself; InstanceRef takes them apart.
+    from dagster._core.instance.ref import InstanceRef
+
+    home.mkdir(parents=True, exist_ok=True)
+    ref = InstanceRef.from_dir(str(home), config_dir=str(path.parent), config_filename=path.name)
+    return dg.DagsterInstance.from_ref(ref)
+
+
 def get_instance() -> dg.DagsterInstance:
-    """A persistent instance, so runs and materializations outlive the process and show in the UI."""
+    """A persistent instance, so runs and materializations outlive the process and show in the UI: the file
+    $QLORA_INSTANCE names when set, else $DAGSTER_HOME/dagster.yaml (copied from the project's on first use)."""
     home = dagster_home()
     os.environ["DAGSTER_HOME"] = str(home)
+    shared = instance_file()
     # Two runners starting at once on a fresh home would both create the sqlite schemas and corrupt their
     # migration history ("more than one head"); the first creates them while the second waits.
     with file_lock(home / ".init.lock"):
         config = home / "dagster.yaml"
-        if not config.exists() and INSTANCE_TEMPLATE.exists():
+        if shared is None and not config.exists() and INSTANCE_TEMPLATE.exists():
             shutil.copy(INSTANCE_TEMPLATE, config)
-        instance = dg.DagsterInstance.get()
+        instance = instance_from_file(shared, home) if shared else dg.DagsterInstance.get()
         instance.get_runs(limit=1)  # touch run storage, so its schema exists before the lock is let go
         instance.all_instigator_state()  # and the schedule storage's
     return instance

@@ -98,6 +98,22 @@ def check_resources(resources: dict) -> list[str]:
     return problems
 
 
+def instance_problem(err: BaseException) -> str:
+    """One line for an instance that cannot be opened: the missing file, or the storage's first line of error
+    (SQLAlchemy appends the SQL and a help link on later lines; the password is in neither)."""
+    if isinstance(err, FileNotFoundError):
+        return str(err)
+
+    def first_line(e: BaseException) -> str:
+        return f"{type(e).__name__}: " + next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+
+    root = err
+    while root.__cause__ is not None:  # dagster-postgres wraps the refusal in "too many retries for DB connection"
+        root = root.__cause__
+    why = first_line(err) + (f" ({first_line(root)})" if root is not err else "")
+    return f"the Dagster instance cannot be opened: {why}"
+
+
 def materializations(result) -> dict[str, dict]:
     """Each materialized asset's metadata as plain values."""
     found = {}
@@ -213,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # the registration step logs what it registered
     from ops.core.progress import bars_to
 
-    instance = get_instance()
+    try:
+        instance = get_instance()
+    except Exception as err:  # noqa: BLE001  (a missing instance file, a database that refuses the connection)
+        print(f"error: {instance_problem(err)}", file=sys.stderr)
+        return 2
     reap_dead_runs(instance)
     try:
         with terminal_apart(log_file, args.verbose) as terminal, bars_to(terminal):

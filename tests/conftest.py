@@ -29,6 +29,7 @@ def qlora_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "qlora-home"
     monkeypatch.setenv("QLORA_HOME", str(home))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("QLORA_INSTANCE", raising=False)  # a shell's shared instance (deploy/dagster.yaml) is not the tests'
     return home
 
 

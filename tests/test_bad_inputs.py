@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ class Case:
     config: dict
     expected: str
     base: Callable[[Path, Path], str] | None = None  # (tiny base dir, case folder) -> model_id
+    env: dict[str, str] = field(default_factory=dict)  # environment variables the case sets
 
 
 def data(source: str, **extra) -> dict:
@@ -195,6 +196,8 @@ CASES = [
          "error: step qlora_adapter failed: TrackingServerUnavailable: MLflow tracking server http://127.0.0.1:9 does "
          "not answer ([Errno 111] Connection refused); start it, or point the mlflow resource's tracking_uri (or "
          "MLFLOW_TRACKING_URI) at one that runs"),
+    Case("QLORA_INSTANCE naming no file", {}, {}, "error: QLORA_INSTANCE=deploy/dagster-prod.yaml: no such "
+         "instance file (e.g. QLORA_INSTANCE=deploy/dagster.yaml)", env={"QLORA_INSTANCE": "deploy/dagster-prod.yaml"}),
 ]
 
 
@@ -219,6 +222,8 @@ def run_case(case: Case, folder: Path, tiny_base: Path, capsys) -> tuple[int, st
 @pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
 def test_each_bad_input_ends_with_its_one_line(case, tiny_base_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
     code, last = run_case(case, tmp_path, tiny_base_dir, capsys)
     assert code in (1, 2)
     assert last == case.expected.format(folder=tmp_path.resolve())

@@ -3,6 +3,7 @@ how they are opened and resumed, and the lineage tags every run and version carr
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -12,6 +13,9 @@ from ..core.paths import default_mlflow_artifacts
 if TYPE_CHECKING:  # MLflow is imported where a client is made: a warm run reads the registry without it
     from mlflow.tracking import MlflowClient
 
+# MLflow prints "View run ... at: <tracking URI>/#/..." to stdout when a run on a tracking server ends, user:password@
+# included (mlflow/tracking/_tracking_service/client.py _log_url); the steps link runs themselves, without credentials.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 SQLITE_PREFIX = "sqlite:///"  # an embedded registry: one file, one writer at a time
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value (older servers: 500); longer values are cut
 # MLflow 3's UI opens an experiment on the view its kind names; without the tag a new experiment opens on the GenAI
@@ -197,7 +201,9 @@ def server_problem(tracking_uri: str, timeout_s: float = 10.0) -> Optional[BaseE
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s) as response:
+        # Without user:password@: urllib takes them for part of the host name ("Name or service not known"); the
+        # health check needs no login, and a 401 counts as an answer.
+        with urllib.request.urlopen(f"{redact_uri(tracking_uri).rstrip('/')}/health", timeout=timeout_s) as response:
             response.read()
     except urllib.error.HTTPError:
         return None  # it answered; auth or routing problems surface from MLflow with their own message

@@ -133,3 +133,27 @@ def test_a_tracking_server_that_does_not_answer_fails_fast_naming_it_without_cre
         check_tracking_server("http://bob:hunter2@127.0.0.1:9", timeout_s=3)
     assert "hunter2" not in str(err.value) and time.monotonic() - started < 10
     check_tracking_server("sqlite:////tmp/never-created.db")  # embedded stores need no server
+
+
+def test_a_server_reached_through_a_uri_with_credentials_passes_the_health_check():
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from ops.registry.tracking import server_problem
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:  # urllib took "bob:hunter2@127.0.0.1" for a host name: "Name or service not known"
+        assert server_problem(f"http://bob:hunter2@127.0.0.1:{server.server_port}", timeout_s=5) is None
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,31 @@
+"""The server fixtures themselves: PostgreSQL wants its password, S3 keeps objects, MLflow stores artifacts in S3."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_postgres_takes_the_password_and_refuses_a_wrong_one(postgres_server):
+    import psycopg2
+
+    uri = postgres_server.create_database("fixture_check")
+    with psycopg2.connect(uri, password=postgres_server.password) as conn, conn.cursor() as cur:
+        cur.execute("select current_user, current_database()")
+        assert cur.fetchone() == (postgres_server.user, "fixture_check")
+    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
+        psycopg2.connect(uri, password="wrong")
+
+
+def test_mlflow_server_puts_artifacts_in_the_s3_bucket(mlflow_server, s3_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server.url)
+    experiment = client.create_experiment("fixture-check")
+    run = client.create_run(experiment)
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    client.log_artifact(run.info.run_id, str(note))
+    assert client.get_experiment(experiment).artifact_location.startswith("mlflow-artifacts:")
+    assert [k for k in s3_server.keys("mlflow/") if k.endswith(f"{run.info.run_id}/artifacts/note.txt")]
