@@ -36,7 +36,8 @@ def build_lora_config(spec: TrainSpec) -> LoraConfig:
                       bias="none", task_type="CAUSAL_LM")
 
 
-def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Path) -> TrainingArguments:
+def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Path,
+                        ranks: RankInfo | None = None) -> TrainingArguments:
     """transformers 5 TrainingArguments from the spec: length in steps or epochs, evaluation, best checkpoint, NEFTune.
 
     Raises:
@@ -86,7 +87,7 @@ def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Pat
         report_to=[],
         # under torchrun: DDP over the LoRA parameters (gloo on CPU, NCCL on CUDA). Every trainable parameter gets a
         # gradient each step, and DDP's search for unused ones breaks gradient checkpointing.
-        ddp_backend="nccl" if device.type == "cuda" else "gloo",
+        ddp_backend=("nccl" if device.type == "cuda" else "gloo") if (ranks or rank_info()).world_size > 1 else None,
         ddp_find_unused_parameters=False,
     )
 
@@ -179,7 +180,7 @@ def train_adapter(
     bar = ProgressBarCallback(progress)  # on a terminal only (ops.core.progress)
     stopper = [] if spec.early_stopping_patience is None else [EarlyStoppingCallback(spec.early_stopping_patience)]
     trainer = Trainer(
-        model=model, args=build_training_args(spec, device, checkpoint_dir), train_dataset=data, eval_dataset=held_out,
+        model=model, args=build_training_args(spec, device, checkpoint_dir, ranks), train_dataset=data, eval_dataset=held_out,
         # the eval loop shares the collator: only batches drawn while training count in tokens/s and padding share
         data_collator=batch_collator(tokenizer.pad_token_id, counter, spec.packing, counting=lambda: model.training),
         callbacks=[progress, bar, NonFiniteLossGuard(), StandardLayoutCallback(), *stopper, *callbacks],
