@@ -38,6 +38,7 @@ class TrainJob(BaseModel):
     checkpoint_dir: str
     spec: dict  # TrainSpec fields
     require_gpu: bool = False
+    compute_dtype: str = "auto"  # a torch dtype name pins it (tests compare numbers across CPU kinds); auto: the device's
     launch: LaunchSpec = LaunchSpec()
     rdzv_id: str  # the same on every machine of one run: the adapter's fingerprint
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 
 from transformers import TrainerCallback
 
-from ..model.device import DeviceInfo, resolve_device
+from ..model.device import DeviceInfo, compute_dtype_choice, resolve_device
 from .distributed import RankInfo
 from .launch import TrainJob
 from .spec import TrainResult, TrainSpec
@@ -43,6 +43,8 @@ def fault_callbacks(ranks: RankInfo, environ: Optional[dict[str, str]] = None) -
 def rank_device(job: TrainJob, ranks: RankInfo) -> DeviceInfo:
     """The device this rank trains on: its own GPU (LOCAL_RANK) on CUDA, else the CPU."""
     device = resolve_device(job.require_gpu)
+    if job.compute_dtype != "auto":
+        device = DeviceInfo(device.type, device.name, *compute_dtype_choice(device.type, job.compute_dtype))
     if device.type == "cuda":
         import torch
 
