@@ -66,11 +66,27 @@ def torchrun_args(job: TrainJob, job_file: Path, node_rank: int) -> list[str]:
               "--monitor-interval", "0.1"]
     if launch.nnodes == 1:  # rendezvous on a free local port: two runs on one machine never collide
         where = ["--standalone"]
-    else:  # machine 0 hosts the rendezvous store; the others connect to it
-        where = ["--nnodes", str(launch.nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
-                 "--rdzv-endpoint", launch.rdzv_endpoint, "--rdzv-id", job.rdzv_id,
-                 "--rdzv-conf", f"is_host={'true' if node_rank == 0 else 'false'}"]
+    else:
+        # static rendezvous: machine 0 hosts the store at the endpoint and machine r's ranks are r x nproc_per_node
+        # onwards, so global rank 0 (the one that talks to Dagster) is on machine 0. c10d's dynamic rendezvous
+        # numbers machines in the order they join, which put rank 0 on machine 1 in a loopback test.
+        where = ["--nnodes", str(launch.nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "static",
+                 "--rdzv-endpoint", launch.rdzv_endpoint, "--rdzv-id", job.rdzv_id]
     return [*common, *where, "-m", ENTRY_MODULE, "--job", str(job_file)]
+
+
+# torchrun stops the surviving ranks with these once one has failed: a rank ended so is seldom the cause
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def cause_rank(failure) -> int:
+    """How likely a failed rank's end is the run's cause, 0 most: a kill from outside (SIGKILL: the OOM killer, a
+    user), then a Python exception, then an exit code, then torchrun's own stop signal. The others fail because of
+    the first (a broken connection) and may carry an earlier second than torchrun's record of a kill, which it stamps
+    when it notices."""
+    if failure.exitcode < 0:
+        return 3 if -failure.exitcode in STOP_SIGNALS else 0
+    return 1 if isinstance(failure.message, dict) else 2
 
 
 def describe_failure(failures: dict, checkpoint_dir: Path) -> str:
@@ -84,9 +100,7 @@ def describe_failure(failures: dict, checkpoint_dir: Path) -> str:
     """
     from .checkpoints import latest_checkpoint
 
-    # a rank killed by a signal is the cause: the others then fail on the broken connection (their error files can
-    # carry an earlier second than torchrun's record of the kill, which it stamps when it notices)
-    rank, failure = min(failures.items(), key=lambda item: (item[1].exitcode >= 0, item[1].timestamp, item[0]))
+    rank, failure = min(failures.items(), key=lambda item: (cause_rank(item[1]), item[1].timestamp, item[0]))
     if failure.exitcode < 0:
         how = f"was killed by {failure.signal_name()}"
     elif isinstance(failure.message, dict) and failure.message.get("message"):  # written by @record: "Type: text"
@@ -116,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         torchrun.run(torchrun.parse_args(torchrun_args(job, args.job, args.node_rank)))
     except ChildFailedError as err:
+        for rank, failure in sorted(err.failures.items()):  # every failed rank, for the run's log
+            print(f"rank {rank} (pid {failure.pid}): exit code {failure.exitcode} {failure.signal_name()}", file=sys.stderr)
         line = describe_failure(err.failures, Path(job.checkpoint_dir))
         if args.failure_file:
             args.failure_file.write_text(json.dumps({"message": line}))

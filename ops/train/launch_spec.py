@@ -29,7 +29,7 @@ class LaunchSpec(BaseModel):
         1, description="Machines training together (torchrun --nnodes). With more than 1, this step starts machine 0 "
         "and logs the command each other machine runs; all of them need the same paths (shared storage).")
     rdzv_endpoint: Optional[str] = Field(
-        None, description="host:port where the machines meet (c10d rendezvous, hosted by machine 0); required when "
+        None, description="host:port where the machines meet (a store machine 0 hosts, reachable from all); required when "
         "nnodes > 1. Not part of the adapter's fingerprint.")
     # 0: a failed rank fails the step at once; the step's rerun resumes from the newest checkpoint instead
     max_restarts: int = Field(0, description="Times torchrun restarts all processes after one fails (from the newest "

@@ -58,11 +58,13 @@ def test_one_machine_meets_on_a_free_local_port_and_several_at_the_endpoint(tmp_
         assert args[args.index("--node-rank") + 1] == str(rank)
         assert args[args.index("--rdzv-id") + 1] == "fp123"
         assert args[args.index("--nproc-per-node") + 1] == "3"
-    assert "is_host=true" in node0 and "is_host=false" in node1
-    from torch.distributed.run import parse_args
+        assert args[args.index("--rdzv-backend") + 1] == "static"  # ranks follow --node-rank: rank 0 on machine 0
+    from torch.distributed.run import config_from_args, parse_args
 
     parsed = parse_args(node1)  # torchrun itself takes them
     assert (parsed.nnodes, parsed.rdzv_endpoint, parsed.module) == ("2", "127.0.0.1:29400", True)
+    config, _, _ = config_from_args(parsed)
+    assert config.rdzv_configs["rank"] == 1 and config.rdzv_endpoint == "127.0.0.1:29400"
 
 
 def test_the_job_file_round_trips(tmp_path):
@@ -80,8 +82,8 @@ def test_a_killed_rank_is_named_with_its_signal_and_the_checkpoint_a_rerun_resum
     (tmp_path / "checkpoint-6").mkdir()
     (tmp_path / "checkpoint-6" / "trainer_state.json").write_text("{}")
     (tmp_path / "checkpoint-8").mkdir()  # cut off mid-write: not resumable
-    # rank 0 then fails on the broken connection: the killed rank is still the cause
-    failures = {0: failure(0, 4000, 1), 1: failure(1, 4242, -signal.SIGKILL)}
+    # torchrun then stops rank 0, and rank 2 fails on the broken connection: the killed rank is still the cause
+    failures = {0: failure(0, 4000, -signal.SIGTERM), 1: failure(1, 4242, -signal.SIGKILL), 2: failure(0, 4001, 1)}
     assert describe_failure(failures, tmp_path) == \
         "training failed: rank 1 (pid 4242) was killed by SIGKILL; the rerun resumes from checkpoint-6"
     assert describe_failure({0: failure(0, 7, 3)}, tmp_path / "none") == \
