@@ -4,6 +4,7 @@ more processes, on one or more machines) launched through Dagster Pipes."""
 import json
 import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError  # not re-exported by `dagster`
@@ -18,6 +19,10 @@ from ops.train.launch_spec import LaunchSpec
 from ops.train.loss_curve import LOSS_CURVE_FILE, markdown_image, markdown_sparkline
 from ops.train.spec import TrainResult, TrainSpec
 from resources import ArtifactStoreResource, GPUResource, MLflowResource
+
+if TYPE_CHECKING:  # what each rank runs, started by module name under torchrun and never imported here: the code
+    # version below follows its imports (the trainer, the callbacks) as if this module made them
+    from ops.train import pipes_entry  # noqa: F401
 
 # The training stack: each one's kernels, initialisation or defaults decide the trained weights.
 CODE_VERSION = asset_code_version(__file__, ("accelerate", "bitsandbytes", "peft", "torch", "transformers"))
