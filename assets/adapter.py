@@ -14,7 +14,7 @@ from ops.core.code_version import asset_code_version
 from ops.core.fingerprint import fingerprint
 from ops.core.paths import REPO_ROOT
 from ops.core.store import ArtifactRef, materialize
-from ops.train.launch import TrainJob, launch_command
+from ops.train.launch import TrainJob, launch_command, terminal_name
 from ops.train.launch_spec import LaunchSpec
 from ops.train.loss_curve import LOSS_CURVE_FILE, markdown_image, markdown_sparkline
 from ops.train.spec import TrainResult, TrainSpec
@@ -88,7 +88,8 @@ def qlora_adapter(
                        require_gpu=gpu.require_gpu, launch=launch, rdzv_id=fp)
         try:
             run_torchrun(context, job, job.write(Path(checkpoints) / "launch.json"),
-                         {"mlflow_tracking_uri": target.tracking_uri, "mlflow_run_id": run_id})
+                         {"mlflow_tracking_uri": target.tracking_uri, "mlflow_run_id": run_id,
+                          "progress_tty": terminal_name() or ""})
             result = TrainResult.model_validate_json((Path(tmp) / "train_summary.json").read_text())
         except BaseException:
             close_run(target.tracking_uri, run_id, "FAILED", {}, context.log.warning)  # a rerun resumes this run

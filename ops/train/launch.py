@@ -52,6 +52,18 @@ class TrainJob(BaseModel):
         return cls.model_validate_json(Path(path).read_text())
 
 
+def terminal_name() -> Optional[str]:
+    """The device path of the terminal this process draws progress bars on (ops.core.progress), e.g. /dev/pts/3;
+    None when that is no terminal. Rank 0 draws its bar there: a child cannot inherit the runner's copy of it."""
+    from ..core.progress import terminal
+
+    try:
+        stream = terminal()
+        return os.ttyname(stream.fileno()) if stream.isatty() else None
+    except (OSError, ValueError, AttributeError):  # a stream without a file descriptor (pytest's capture)
+        return None
+
+
 def launch_command(job_file: Path, node_rank: int = 0, failure_file: Optional[Path] = None) -> list[str]:
     """The command that starts machine `node_rank`'s processes (this interpreter, `-m ops.train.launch`)."""
     cmd = [sys.executable, "-m", "ops.train.launch", "--job", str(job_file), "--node-rank", str(node_rank)]

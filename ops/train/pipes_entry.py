@@ -12,11 +12,13 @@ import argparse
 import os
 import signal
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from ..core.progress import bars_to
 from .distributed import rank_info
 from .launch import TrainJob
 from .procs import die_with_parent
@@ -35,9 +37,11 @@ def main(argv: list[str] | None = None) -> None:
     if not (ranks.is_main and PipesEnvVarParamsLoader().is_dagster_pipes_process()):
         train_rank(job, ranks, print, lambda line: print(line, file=sys.stderr))
         return
-    with open_dagster_pipes() as pipes:
+    with open_dagster_pipes() as pipes, ExitStack() as stack:
         extras = pipes.extras
         run = tuple(extras[k] for k in MLFLOW_EXTRAS) if all(extras.get(k) for k in MLFLOW_EXTRAS) else None
+        if extras.get("progress_tty"):  # the runner's terminal (ops.train.launch.terminal_name): the bar goes there
+            stack.enter_context(bars_to(stack.enter_context(open(extras["progress_tty"], "w", buffering=1))))
         train_rank(job, ranks, pipes.log.info, pipes.log.warning, run)
 
 

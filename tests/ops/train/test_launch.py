@@ -142,3 +142,20 @@ def test_the_test_only_fault_applies_to_its_rank_alone():
     hit = fault_callbacks(rank_info({"RANK": "1", "WORLD_SIZE": "2"}), {KILL_ENV: "1:5"})
     assert len(hit) == 1 and isinstance(hit[0], KillAtStep) and hit[0].step == 5
     assert fault_callbacks(rank_info({"RANK": "0", "WORLD_SIZE": "2"}), {KILL_ENV: "1:5"}) == []
+
+
+def test_rank_0_finds_the_runner_terminal_by_name(tmp_path):
+    import pty
+
+    from ops.core.progress import bars_to
+    from ops.train.launch import terminal_name
+
+    leader, follower = pty.openpty()
+    try:
+        with open(follower, "w", closefd=False) as tty, bars_to(tty):
+            assert terminal_name() == os.ttyname(follower)  # what rank 0 opens to draw its bar
+        with open(tmp_path / "log", "w") as file, bars_to(file):
+            assert terminal_name() is None  # a log file: no bar anywhere
+    finally:
+        os.close(leader)
+        os.close(follower)
