@@ -154,9 +154,9 @@ CASES = [
     Case("an unknown key", {}, {"ops": {"qlora_adapter": {"config": {"lora_rank": 8, "max_steps": 10}}}},
          "  ops.qlora_adapter.config.lora_rank: unknown key; valid keys: alpha, batch_size, dropout, "
          "early_stopping_patience, eval_on_start, eval_steps, force, grad_accum, gradient_checkpointing, "
-         "group_by_length, keep_best, learning_rate, logging_steps, lr_scheduler, max_grad_norm, max_steps, "
-         "neftune_noise_alpha, num_epochs, optim, packing, r, save_steps, seed, target_modules, warmup_ratio, "
-         "warmup_steps, weight_decay"),
+         "group_by_length, keep_best, learning_rate, logging_steps, lr_scheduler, max_grad_norm, max_restarts, "
+         "max_steps, neftune_noise_alpha, nnodes, nproc_per_node, num_epochs, optim, packing, r, rdzv_endpoint, "
+         "save_steps, seed, target_modules, warmup_ratio, warmup_steps, weight_decay"),
     Case("a training config without a length", {}, {"ops": {"qlora_adapter": {"config": {"r": 8}}}},
          "  ops.qlora_adapter.config: set max_steps or num_epochs: neither is set, and exactly one decides how long "
          "training runs"),
@@ -166,6 +166,16 @@ CASES = [
          {"ops": {"qlora_adapter": {"config": {"max_steps": 100, "eval_steps": 50}}}},
          "  ops.qlora_adapter.config: keep_best needs a checkpoint at every evaluation: save_steps (100) must equal "
          "eval_steps (50), or set keep_best: false"),
+    Case("no training processes", {}, {"ops": {"qlora_adapter": {"config": {"max_steps": 10, "nproc_per_node": 0}}}},
+         "  ops.qlora_adapter.config.nproc_per_node: nproc_per_node must be >= 1, got 0"),
+    Case("two machines without a rendezvous endpoint", {},
+         {"ops": {"qlora_adapter": {"config": {"max_steps": 10, "nnodes": 2}}}},
+         "  ops.qlora_adapter.config: nnodes=2 needs rdzv_endpoint (host:port of machine 0, reachable from every "
+         "machine)"),
+    Case("a rendezvous endpoint without a port", {},
+         {"ops": {"qlora_adapter": {"config": {"max_steps": 10, "nnodes": 2, "rdzv_endpoint": "node0"}}}},
+         "  ops.qlora_adapter.config.rdzv_endpoint: rdzv_endpoint must be host:port with a port in 1-65535, got "
+         "'node0'"),
     Case("a misspelled resource key", {}, {"resources": {"mlflow": {"config": {"tracking_url": "http://x"}}}},
          "  resources.mlflow.config.tracking_url: unknown key; valid keys: artifact_location, experiment, "
          "registry_uri, tracking_uri, ui_url"),

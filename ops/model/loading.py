@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +23,8 @@ def load_tokenizer(source: str | Path, revision: str | None = None, trust_remote
 
 
 def device_map(device: DeviceInfo) -> dict[str, int | str]:
-    return {"": 0 if device.type == "cuda" else "cpu"}
+    """The whole model on one device: under torchrun each rank's own GPU (LOCAL_RANK), else GPU 0 or the CPU."""
+    return {"": int(os.environ.get("LOCAL_RANK", 0)) if device.type == "cuda" else "cpu"}
 
 
 def load_quantized_model(model_dir: str | Path, device: DeviceInfo,

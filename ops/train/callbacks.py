@@ -21,10 +21,14 @@ class TokenCounter:
 
 class ProgressCallback(TrainerCallback):
     """Logs `step/total, loss, tokens/s, time left` at each logging step and the held-out loss at each evaluation;
-    keeps the training loss history. Evaluation passes count neither in tokens/s nor in its time."""
+    keeps the training loss history. Evaluation passes count neither in tokens/s nor in its time.
 
-    def __init__(self, log: Callable[[str], None], counter: TokenCounter):
-        self.log, self.counter = log, counter
+    Under torchrun each rank counts its own batches: tokens/s is this rank's times `world_size` (an estimate; the
+    training summary sums every rank's count).
+    """
+
+    def __init__(self, log: Callable[[str], None], counter: TokenCounter, world_size: int = 1):
+        self.log, self.counter, self.world_size = log, counter, world_size
         self.history: list[tuple[int, float]] = []
         self._t0 = self._tokens0 = self._step0 = None
         self._eval_seconds = 0.0
@@ -44,19 +48,25 @@ class ProgressCallback(TrainerCallback):
             self.log(f"eval at step {state.global_step}/{state.max_steps}  eval_loss {logs['eval_loss']:.4f}{best}")
         if not logs or "loss" not in logs:
             return
-        elapsed = self._train_seconds()
+        elapsed = self.train_seconds()
         done = state.global_step - self._step0
         left = (state.max_steps - state.global_step) * elapsed / max(done, 1)
         self.history.append((state.global_step, float(logs["loss"])))
         self.log(f"step {state.global_step}/{state.max_steps}  loss {logs['loss']:.4f}  "
                  f"lr {logs.get('learning_rate', 0):.2e}  {self.tokens_per_second():,.0f} tokens/s  {left:,.0f}s left")
 
-    def _train_seconds(self) -> float:
+    @property
+    def tokens_at_start(self) -> int:
+        """This rank's token count when training (or its resume) began."""
+        return self._tokens0 or 0
+
+    def train_seconds(self) -> float:
+        """Wall seconds since training began, evaluation passes taken out."""
         return max(time.time() - self._t0 - self._eval_seconds, 1e-9)
 
     def tokens_per_second(self) -> float:
         """Training tokens (padding and evaluation passes not counted) per second of training time."""
-        return (self.counter.tokens - self._tokens0) / self._train_seconds()
+        return self.world_size * (self.counter.tokens - self.tokens_at_start) / self.train_seconds()
 
 
 class ProgressBarCallback(TrainerCallback):

@@ -175,3 +175,4 @@ class TrainResult(StepSummary):
     mlflow_run_id: Optional[str] = None  # the run the per-step loss went to, when tracked
     tracking_uri: Optional[str] = None  # that run's server, credentials removed
     padding_share: float = 0.0  # padding positions / all positions in the collated batches (0 to 1)
+    world_size: int = 1  # training processes (torchrun ranks) on all machines

@@ -8,7 +8,6 @@ Runs inside the Dagster asset, or alone (also under `torchrun` for several proce
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,6 +22,8 @@ from ..model.device import DeviceInfo, ensure_fits, peak_memory_bytes, reset_pea
 from ..model.loading import load_quantized_model, load_tokenizer, prepare_for_training
 from ..model.memory_estimate import estimate_for_checkpoint
 from .callbacks import NonFiniteLossGuard, ProgressBarCallback, ProgressCallback
+from .checkpoints import latest_checkpoint
+from .distributed import RankInfo, rank_info, sum_across_ranks
 from .loss_curve import LOSS_CURVE_FILE, plot_loss_curve
 from .outcome import best_checkpoint_step, eval_history
 from .packing import LENGTH_COLUMN, BatchTokens, batch_collator, check_packing_support
@@ -35,7 +36,8 @@ def build_lora_config(spec: TrainSpec) -> LoraConfig:
                       bias="none", task_type="CAUSAL_LM")
 
 
-def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Path) -> TrainingArguments:
+def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Path,
+                        ranks: RankInfo | None = None) -> TrainingArguments:
     """transformers 5 TrainingArguments from the spec: length in steps or epochs, evaluation, best checkpoint, NEFTune.
 
     Raises:
@@ -83,6 +85,10 @@ def build_training_args(spec: TrainSpec, device: DeviceInfo, checkpoint_dir: Pat
         disable_tqdm=True,  # progress goes to the run log through ProgressCallback instead
         logging_nan_inf_filter=False,  # the default hides NaN losses from the logs, so nothing would stop on them
         report_to=[],
+        # under torchrun: DDP over the LoRA parameters (gloo on CPU, NCCL on CUDA). Every trainable parameter gets a
+        # gradient each step, and DDP's search for unused ones breaks gradient checkpointing.
+        ddp_backend=("nccl" if device.type == "cuda" else "gloo") if (ranks or rank_info()).world_size > 1 else None,
+        ddp_find_unused_parameters=False,
     )
 
 
@@ -96,20 +102,6 @@ class StandardLayoutCallback(TrainerCallback):
     def on_step_begin(self, args, state, control, model=None, **kwargs):
         if model is not None:
             restore_standard_layout(model)
-
-
-def latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    """The newest checkpoint whose trainer state was fully written (the Trainer writes it last)."""
-    def step(p: Path) -> int:
-        return int(p.name.rsplit("-", 1)[-1])
-
-    for ckpt in sorted(Path(checkpoint_dir).glob("checkpoint-[0-9]*"), key=step, reverse=True):
-        try:
-            json.loads((ckpt / "trainer_state.json").read_text())
-            return ckpt
-        except (OSError, ValueError):
-            continue  # interrupted while being written: never resume from it
-    return None
 
 
 def describe_optimizer(optimizer, requested: str, device: DeviceInfo) -> str:
@@ -132,6 +124,7 @@ def train_adapter(
     checkpoint_dir: Path | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     log: Callable[[str], None] = print,
+    ranks: RankInfo | None = None,
 ) -> TrainResult:
     """Train LoRA adapters on the 4-bit base in `model_dir`; save them to `out_dir/adapter`.
 
@@ -143,7 +136,10 @@ def train_adapter(
         device: where to train, and in which compute dtype.
         checkpoint_dir: resumable checkpoints (default `out_dir/checkpoints`); training resumes from the latest.
         callbacks: extra transformers callbacks (the MLflow loss logger).
-        log: progress lines.
+        log: progress lines (give rank 0 alone a real one under torchrun).
+        ranks: this process's place under torchrun (default: read from its environment; one process without it).
+            Every rank trains on its share of each step's batches (accelerate deals them out in turn); rank 0 alone
+            writes `out_dir`, and checkpoints are the Trainer's (rank 0 saves the weights).
     Returns:
         counts, steps (and epochs), losses in nats, the eval-loss history and best step when `spec.eval_steps` is
         set, whether early stopping ended the run, tokens per second, peak memory in bytes, wall seconds.
@@ -153,7 +149,7 @@ def train_adapter(
     """
     from ..data.preparation import load_prepared
 
-    started = time.time()
+    started, ranks = time.time(), ranks or rank_info()
     reset_peak_memory(device.type)
     checkpoint_dir = Path(checkpoint_dir or Path(out_dir) / "checkpoints")
     splits = load_prepared(Path(dataset_dir))
@@ -175,14 +171,16 @@ def train_adapter(
     model = get_peft_model(model, build_lora_config(spec))
     trainable, total = model.get_nb_trainable_parameters()
     log(f"LoRA r={spec.r} alpha={spec.alpha} on {spec.target_modules}: {trainable:,} trainable of {total:,} "
-        f"parameters ({100 * trainable / total:.2f}%); {len(data)} training rows; device {device.type}")
+        f"parameters ({100 * trainable / total:.2f}%); {len(data)} training rows; device {device.type}"
+        + (f"; {ranks.world_size} processes, {spec.batch_size * spec.grad_accum * ranks.world_size} examples a step"
+           if ranks.world_size > 1 else ""))
 
     counter = BatchTokens()
-    progress = ProgressCallback(log, counter)
+    progress = ProgressCallback(log, counter, ranks.world_size)
     bar = ProgressBarCallback(progress)  # on a terminal only (ops.core.progress)
     stopper = [] if spec.early_stopping_patience is None else [EarlyStoppingCallback(spec.early_stopping_patience)]
     trainer = Trainer(
-        model=model, args=build_training_args(spec, device, checkpoint_dir), train_dataset=data, eval_dataset=held_out,
+        model=model, args=build_training_args(spec, device, checkpoint_dir, ranks), train_dataset=data, eval_dataset=held_out,
         # the eval loop shares the collator: only batches drawn while training count in tokens/s and padding share
         data_collator=batch_collator(tokenizer.pad_token_id, counter, spec.packing, counting=lambda: model.training),
         callbacks=[progress, bar, NonFiniteLossGuard(), StandardLayoutCallback(), *stopper, *callbacks],
@@ -198,7 +196,10 @@ def train_adapter(
 
     # with keep_best the Trainer has loaded the best checkpoint's adapter weights back into the model by now
     adapter_dir = Path(out_dir) / "adapter"
-    model.save_pretrained(adapter_dir)
+    if ranks.is_main:
+        model.save_pretrained(adapter_dir)
+    # the summary counts every rank's batches (the progress lines estimate them from rank 0's)
+    tokens, slots, since_start = sum_across_ranks(counter.tokens, counter.slots, counter.tokens - progress.tokens_at_start)
     state = trainer.state
     evals = eval_history(state.log_history)
     best_step = best_checkpoint_step(state) if spec.keep_best else None
@@ -207,7 +208,6 @@ def train_adapter(
                 "the adapter holds the last step's weights" + ("; no checkpoint beat the loss before training"
                                                                if spec.keep_best else ""))
         log(f"eval_loss {evals[-1][1]:.4f} at step {evals[-1][0]}; best {min(l for _, l in evals):.4f}; {held}")
-    tokenizer.save_pretrained(adapter_dir)
     summary = TrainResult(
         trainable_params=trainable,
         total_params=total,
@@ -223,8 +223,8 @@ def train_adapter(
         best_step=best_step,
         best_eval_loss=min((l for _, l in evals), default=None),
         stopped_early=bool(stopper) and state.global_step < state.max_steps,
-        tokens_per_second=progress.tokens_per_second(),
-        train_tokens=counter.tokens,
+        tokens_per_second=since_start / progress.train_seconds(),
+        train_tokens=tokens,
         peak_memory_bytes=peak_memory_bytes(device.type),
         estimated_peak_memory_bytes=estimate.total,
         optimizer=describe_optimizer(trainer.optimizer, spec.optim, device),
@@ -232,8 +232,12 @@ def train_adapter(
         compute_dtype=device.dtype_name,
         compute_dtype_reason=device.dtype_reason,
         wall_seconds=time.time() - started,
-        padding_share=counter.padding_share(),
+        padding_share=1 - tokens / slots if slots else 0.0,
+        world_size=ranks.world_size,
     )
+    if not ranks.is_main:
+        return summary
+    tokenizer.save_pretrained(adapter_dir)
     (Path(out_dir) / "train_summary.json").write_text(summary.model_dump_json(indent=2))
     if summary.loss_history or summary.eval_history:  # the picture beside the adapter: the UI and MLflow show it
         plot_loss_curve(summary.loss_history, Path(out_dir) / LOSS_CURVE_FILE, summary.eval_history,
