@@ -53,6 +53,11 @@ EXERCISED = {
         "tests/ops/model/test_memory_estimate.py::test_cli_prints_the_estimate_of_a_recipe",
     r"make ui UI_PORT=\d+": "tests/ui/test_make_ui.py::test_make_ui_stops_and_leaves_no_process",
     # the UI tests' fixture serves the pipeline's sqlite store the same way
+    # Scaling out: two runs on the production instance file, and the MLflow server script the fixture itself runs
+    r"QLORA_INSTANCE=deploy/dagster\.yaml \.venv/bin/python -m pipelines\.run \S+":
+        "tests/scale/test_shared_services.py::test_two_runs_on_postgres_share_the_gpu_pool_one_step_at_a_time",
+    r"([A-Z_]+=\S+ )*deploy/mlflow-server\.sh .*":
+        "tests/scale/test_services.py::test_mlflow_server_puts_artifacts_in_the_s3_bucket",
     r"\.venv/bin/mlflow server --backend-store-uri \S+":
         "tests/ui/test_browser.py::test_the_pipeline_pages_and_its_mlflow_run_show_what_a_person_needs",
 }
