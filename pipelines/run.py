@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+import typing
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,13 +63,28 @@ def check_run_config(config: dict) -> list[str]:
         except ValidationError as err:
             for e in err.errors():
                 where = "".join(f".{p}" for p in e["loc"])  # empty for a check across fields (a model validator)
-                problems.append(f"ops.{asset}.config{where}: {e['msg'].removeprefix('Value error, ')}")
+                problems.append(f"ops.{asset}.config{where}: {validation_message(cls, e)}")
     return problems + check_resources(config.get("resources") or {})
 
 
 def config_error(where: str, problems: list[str]) -> str:
     """The refusal both the command line and the launchpad show: a header naming `where`, one problem a line."""
     return f"error: invalid config in {where}:\n  " + "\n  ".join(problems)
+
+
+def validation_message(cls: type, error: dict) -> str:
+    """pydantic's message for one error, in our words: an unknown key inside a nested setting (a mixture source)
+    lists that setting's valid keys, as the top level does."""
+    if error["type"] != "extra_forbidden":
+        return error["msg"].removeprefix("Value error, ")
+    model = cls
+    for part in error["loc"][:-1]:  # down the field annotations; list indices and Optional wrappers are skipped
+        if isinstance(part, int):
+            continue
+        model = model.model_fields[part].annotation
+        while typing.get_args(model) and not hasattr(model, "model_fields"):
+            model = next(a for a in typing.get_args(model) if a is not type(None))
+    return f"unknown key; valid keys: {', '.join(sorted(model.model_fields))}"
 
 
 def _from_env(value) -> bool:

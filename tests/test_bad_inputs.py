@@ -110,6 +110,10 @@ CASES = [
     Case("mixture shares that do not sum to 1", {},
          mixture([{"source": "data/a.jsonl", "share": 0.5}, {"source": "data/b.jsonl", "share": 0.3}]),
          "  ops.training_dataset.config.mixture: mixture shares must sum to 1, got 0.5 + 0.3 = 0.8"),
+    Case("a misspelt key in a mixture source", {},
+         mixture([{"source": "data/a.jsonl", "shar": 0.5}, {"source": "data/b.jsonl", "share": 0.5}]),
+         "  ops.training_dataset.config.mixture.0.shar: unknown key; valid keys: columns, format, hub_revision, "
+         "hub_split, max_rows, share, source"),
     Case("a bad row in a mixture's second source",
          {"data/a.jsonl": jsonl(rows(30)), "data/b.jsonl": jsonl([ALPACA, {"instruction": "Say it."}])},
          mixture([{"source": "data/a.jsonl"}, {"source": "data/b.jsonl"}]),
