@@ -188,6 +188,7 @@ def load_k8s_settings(path: str | Path | None = None) -> K8sSettings:
     try:
         return K8sSettings(**raw)
     except ValidationError as err:
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+        # a whole-settings check (training_pod with gpu.steps) has no key of its own: its message names both
+        problems = [": ".join(filter(None, ('.'.join(str(p) for p in e['loc']), e['msg'].removeprefix('Value error, '))))
                     for e in err.errors()]
         raise K8sSettingsError(f"{path}: " + "; ".join(problems)) from None

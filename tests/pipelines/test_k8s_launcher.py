@@ -44,11 +44,6 @@ def test_the_k8s_location_launches_training_in_a_pod_only_when_the_settings_say_
     assert not plain.resources["gpu"].require_gpu  # qlora_adapter's step pod, with 0 GPUs, would train on a CPU
 
 
-def test_a_training_pod_with_a_gpu_step_pod_is_refused():
-    with pytest.raises(ValueError, match="set gpu.steps.qlora_adapter to 0, got 4"):
-        K8sSettings(**{**SETTINGS, "training_pod": True})
-
-
 @pytest.mark.slow  # the dataset and the 4-bit base are built first (tiny model)
 def test_qlora_adapter_sends_its_launch_command_as_a_training_pod(tmp_path, tiny_base_dir, qlora_home):
     settings = K8sSettings(**POD_SETTINGS)
