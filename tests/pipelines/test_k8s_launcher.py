@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from assets import PIPELINE_ASSETS
+from ops.core.paths import REPO_ROOT
 from pipelines.definitions import RESOURCES
 from pipelines.k8s import executor_config
 from pipelines.k8s_launcher import K8sTrainingLauncher
@@ -76,3 +77,30 @@ def test_qlora_adapter_sends_its_launch_command_as_a_training_pod(tmp_path, tiny
     assert container["image"] == "registry.test/team/qlora:7.7.7"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert "DAGSTER_PIPES_CONTEXT" in env and env["QLORA_HOME"] == "/mnt/team/qlora"
+
+
+@pytest.mark.slow  # trains the tiny adapter in the stand-in's "pod" (a local process)
+def test_qlora_adapter_trains_in_the_pod_and_reports_back_through_its_log(tmp_path, tiny_base_dir, monkeypatch):
+    """The whole round trip: the stand-in's kubelet runs the training pod's command (the launcher, torchrun, one
+    rank) with the pod's env; rank 0's Pipes reports arrive through the pod log, and the summary it writes on the
+    shared data home becomes the step's result."""
+    data = tmp_path / "volume"  # the data claim, mounted at data_path in the step's "pod" (this process) and the pod
+    monkeypatch.setenv("QLORA_HOME", str(data / "qlora"))
+    settings = K8sSettings(**{**POD_SETTINGS, "data_path": str(data)})
+    config = tiny_run_config("k8s-pod-training", train={"nproc_per_node": 1})
+    del config["ops"]["adapter_evaluation"]
+    with fake_k8s_api(tmp_path, kubelet=True, secrets={"team-secrets": {}, "team-env": {}}, cwd=REPO_ROOT) as (api, kubeconfig):
+        launcher = K8sTrainingLauncher.from_settings(settings, kubeconfig_file=str(kubeconfig), poll_interval=0.2)
+        resources = {**RESOURCES, "base_model": BaseModelResource(model_id=str(tiny_base_dir)),
+                     "training_launcher": launcher}
+        with dg.instance_for_test() as instance:
+            result = dg.materialize(PIPELINE_ASSETS, resources=resources, run_config=config, instance=instance,
+                                    selection=["training_dataset", "quantized_base_model", "qlora_adapter"])
+            lines = [e.user_message for e in instance.all_logs(result.run_id) if e.step_key == "qlora_adapter"]
+    (pod,) = api.pods.values()
+    assert pod.proc.returncode == 0 and pod.body["spec"]["containers"][0]["command"][1:3] == ["-m", "ops.train.launch"]
+    metadata = result.asset_materializations_for_node("qlora_adapter")[0].metadata
+    assert metadata["steps"].value == 2 and metadata["world_size"].value == 1
+    # rank 0's lines, read from the pod's log by PipesK8sClient
+    assert any(line.startswith("step 2/2  loss") for line in lines)
+    assert any("training in a pod with 1 GPU(s)" in line for line in lines)
