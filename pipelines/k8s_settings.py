@@ -189,6 +189,7 @@ def load_k8s_settings(path: str | Path | None = None) -> K8sSettings:
         return K8sSettings(**raw)
     except ValidationError as err:
         # a whole-settings check (training_pod with gpu.steps) has no key of its own: its message names both
-        problems = [": ".join(filter(None, ('.'.join(str(p) for p in e['loc']), e['msg'].removeprefix('Value error, '))))
+        problems = [": ".join(filter(None, (".".join(str(p) for p in e["loc"]),
+                                            e["msg"].removeprefix("Value error, "))))
                     for e in err.errors()]
         raise K8sSettingsError(f"{path}: " + "; ".join(problems)) from None

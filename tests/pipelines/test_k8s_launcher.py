@@ -58,7 +58,8 @@ def test_qlora_adapter_sends_its_launch_command_as_a_training_pod(tmp_path, tiny
                                 selection=["training_dataset", "quantized_base_model", "qlora_adapter"])
     assert not result.success  # the stand-in creates nothing
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert failure.step_key == "qlora_adapter" and failure.step_failure_data.error.cause.cls_name == "ForbiddenException"
+    assert failure.step_key == "qlora_adapter"
+    assert failure.step_failure_data.error.cause.cls_name == "ForbiddenException"
     (pod,) = api.created("/pods")
     (container,) = pod["spec"]["containers"]
     # The command is ops/train/launch.py's launch_command for machine 0: this interpreter, -m ops.train.launch, the
@@ -89,7 +90,8 @@ def test_qlora_adapter_trains_in_the_pod_and_reports_back_through_its_log(tmp_pa
     settings = K8sSettings(**{**POD_SETTINGS, "data_path": str(data)})
     config = tiny_run_config("k8s-pod-training", train={"nproc_per_node": 1})
     del config["ops"]["adapter_evaluation"]
-    with fake_k8s_api(tmp_path, kubelet=True, secrets={"team-secrets": {}, "team-env": {}}, cwd=REPO_ROOT) as (api, kubeconfig):
+    secrets = {"team-secrets": {}, "team-env": {}}  # envFrom of the pod: nothing the training needs
+    with fake_k8s_api(tmp_path, kubelet=True, secrets=secrets, cwd=REPO_ROOT) as (api, kubeconfig):
         launcher = K8sTrainingLauncher.from_settings(settings, kubeconfig_file=str(kubeconfig), poll_interval=0.2)
         resources = {**RESOURCES, "base_model": BaseModelResource(model_id=str(tiny_base_dir)),
                      "training_launcher": launcher}
