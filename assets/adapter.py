@@ -1,5 +1,6 @@
 """qlora_adapter: LoRA adapters trained on the frozen 4-bit base with a paged optimizer, under torchrun (one or
-more processes, on one or more machines) launched through Dagster Pipes."""
+more processes, on one or more machines) launched through Dagster Pipes by the `training_launcher` resource (a
+subprocess of the step; on Kubernetes, optionally a training pod)."""
 
 import json
 import shlex
@@ -7,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
-from dagster._core.errors import DagsterPipesExecutionError  # not re-exported by `dagster`
 
 from assets.common import StepConfig, md_table, step_output, typed_metadata
 from ops.core.code_version import asset_code_version
@@ -18,7 +18,7 @@ from ops.train.launch import TrainJob, launch_command, terminal_name
 from ops.train.launch_spec import LaunchSpec
 from ops.train.loss_curve import LOSS_CURVE_FILE, markdown_image, markdown_sparkline
 from ops.train.spec import TrainResult, TrainSpec
-from resources import ArtifactStoreResource, GPUResource, MLflowResource
+from resources import ArtifactStoreResource, GPUResource, MLflowResource, TrainingLauncher, TrainingLaunchFailed
 
 if TYPE_CHECKING:  # what each rank runs, started by module name under torchrun and never imported here: the code
     # version below follows its imports (the trainer, the callbacks) as if this module made them
@@ -36,21 +36,22 @@ class TrainingProcessError(RuntimeError):
     """A training rank (or torchrun) failed; the message names the rank, how it died, and where a rerun resumes."""
 
 
-def run_torchrun(context: dg.AssetExecutionContext, job: TrainJob, job_file: Path, extras: dict[str, str]) -> None:
-    """Run this machine's torchrun through Dagster Pipes: rank 0's lines reach the run log, its end the step.
+def run_torchrun(context: dg.AssetExecutionContext, launcher: TrainingLauncher, job: TrainJob, job_file: Path,
+                 extras: dict[str, str]) -> None:
+    """Run this machine's torchrun through `launcher` (a subprocess of the step, or a training pod) and Dagster Pipes:
+    rank 0's lines reach the run log, its end the step.
 
     Raises:
-        TrainingProcessError: one line from the launcher's failure summary (or its exit code when it wrote none).
+        TrainingProcessError: one line from the launcher's failure summary (or the launcher's error when it wrote
+            none); the failure file is on the data home, which a training pod shares.
     """
     for node in range(1, job.launch.nnodes):  # the other machines join the rendezvous at rdzv_endpoint
         context.log.info(f"machine {node} of {job.launch.nnodes}: run  cd {shlex.quote(str(REPO_ROOT))} && "
                          f"{shlex.join(launch_command(job_file, node))}")
     failure_file = Path(job.out_dir) / "launch_failure.json"
-    # cwd: `-m ops.train...` in the launcher and its ranks resolves to this checkout, whatever is installed
-    client = dg.PipesSubprocessClient(cwd=str(REPO_ROOT), forward_termination=True)
     try:
-        client.run(context=context, command=launch_command(job_file, 0, failure_file), extras=extras)
-    except DagsterPipesExecutionError as err:
+        launcher.launch(context, launch_command(job_file, 0, failure_file), job.launch.nproc_per_node, extras)
+    except TrainingLaunchFailed as err:
         line = json.loads(failure_file.read_text())["message"] if failure_file.is_file() else f"training failed: {err}"
         raise TrainingProcessError(line) from None
 
@@ -64,6 +65,7 @@ def qlora_adapter(
     store: ArtifactStoreResource,
     gpu: GPUResource,
     mlflow: MLflowResource,
+    training_launcher: TrainingLauncher,
 ) -> dg.Output:
     """LoRA adapters (PEFT) trained with QLoRA on the 4-bit base; loss goes to MLflow and the run log."""
     fields, artifacts = config.fingerprint_fields(), store.store()
@@ -87,7 +89,7 @@ def qlora_adapter(
                        out_dir=str(tmp), checkpoint_dir=str(checkpoints), spec=spec.model_dump(),
                        require_gpu=gpu.require_gpu, launch=launch, rdzv_id=fp)
         try:
-            run_torchrun(context, job, job.write(Path(checkpoints) / "launch.json"),
+            run_torchrun(context, training_launcher, job, job.write(Path(checkpoints) / "launch.json"),
                          {"mlflow_tracking_uri": target.tracking_uri, "mlflow_run_id": run_id,
                           "progress_tty": terminal_name() or ""})
             result = TrainResult.model_validate_json((Path(tmp) / "train_summary.json").read_text())

@@ -19,6 +19,7 @@ from resources import (
                        GPUResource,
                        MLflowResource,
                        RegisteredModelResource,
+                       TrainingLauncher,
 )
 
 # Every default is local and embedded (data home $QLORA_HOME); a run's config overrides any of them.
@@ -29,6 +30,7 @@ RESOURCES = {
     "gpu": GPUResource(),
     "mlflow": MLflowResource(),
     "registered_model": RegisteredModelResource(),
+    "training_launcher": TrainingLauncher(),
 }
 
 

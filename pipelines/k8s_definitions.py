@@ -1,6 +1,8 @@
 """The Kubernetes code location: the same assets, jobs, schedule and sensor as pipelines.definitions, MLflow on the
 shared server (pipelines/server_definitions.py), each step in its own pod (dagster-k8s's k8s_job_executor), the GPU
-steps on the GPU nodes. Settings: deploy/k8s.yaml (pipelines/k8s_settings.py). Selected by pointing a workspace or Helm's user deployment at this module:
+steps on the GPU nodes (with `training_pod: true`, qlora_adapter's torchrun in a training pod of its own,
+pipelines/k8s_launcher.py). Settings: deploy/k8s.yaml (pipelines/k8s_settings.py). Selected by pointing a workspace
+or Helm's user deployment at this module:
 
     dagster api grpc -m pipelines.k8s_definitions      (deploy/helm/values.yaml does this)
 
@@ -15,6 +17,7 @@ from dagster_k8s import k8s_job_executor
 from assets import PIPELINE_ASSETS
 from assets.checks import ASSET_CHECKS
 from pipelines.k8s import executor_config
+from pipelines.k8s_launcher import K8sTrainingLauncher
 from pipelines.k8s_settings import K8sSettings, load_k8s_settings
 from pipelines.server_definitions import JOBS, server_definitions, server_resources
 from resources import GPUResource
@@ -50,9 +53,13 @@ def build_definitions(settings: K8sSettings) -> dg.Definitions:
         JOB_NAME, selection=dg.AssetSelection.assets(*PIPELINE_ASSETS), executor_def=k8s_job_executor,
         config={"execution": {"config": config}},
         description="The pipeline with each step in its own Kubernetes pod; training and evaluation on GPU nodes.")
-    # A step that was given a GPU fails at once without one, instead of training on the CPU for days.
-    gpu = GPUResource(require_gpu=all(settings.gpu.count(s) > 0 for s in gpu_using_steps()))
-    return server_definitions(jobs=[*JOBS, job], resources={**server_resources(), "gpu": gpu}, executor=executor)
+    # A step that was given a GPU fails at once without one, instead of training on the CPU for days; with a
+    # training pod, qlora_adapter's ranks (which get require_gpu through the job file) run where the GPUs are.
+    gpu = GPUResource(require_gpu=all(settings.step_has_gpus(s) for s in gpu_using_steps()))
+    resources = {**server_resources(), "gpu": gpu}
+    if settings.training_pod:  # qlora_adapter's torchrun in a pod of its own, with nproc_per_node GPUs
+        resources["training_launcher"] = K8sTrainingLauncher.from_settings(settings)
+    return server_definitions(jobs=[*JOBS, job], resources=resources, executor=executor)
 
 
 defs = build_definitions(load_k8s_settings())

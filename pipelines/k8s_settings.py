@@ -121,6 +121,23 @@ class K8sSettings(_Strict):
     labels: dict[str, str] = Field({"app.kubernetes.io/part-of": "qlora-pipeline"},
                                    description="Labels on every pod (dashboards, cost reports, cleanup).")
     gpu: GpuSettings = Field(GpuSettings(), description="The GPU node pool.")
+    training_pod: bool = Field(
+        False, description="Run qlora_adapter's torchrun in a training pod of its own (Pipes, nproc_per_node GPUs) "
+                           "instead of inside the step's pod; the step's pod then needs no GPU "
+                           "(gpu.steps.qlora_adapter: 0). Its service account must create pods.")
+
+    @model_validator(mode="after")
+    def _training_pod_step_has_no_gpu(self) -> "K8sSettings":
+        if self.training_pod and self.gpu.count("qlora_adapter") > 0:
+            raise ValueError(f"training_pod runs the training in a pod with nproc_per_node GPUs, so the qlora_adapter "
+                             f"step's own pod needs none: set gpu.steps.qlora_adapter to 0, "
+                             f"got {self.gpu.count('qlora_adapter')}")
+        return self
+
+    def step_has_gpus(self, step: str) -> bool:
+        """Whether `step`'s computation gets a GPU: its pod's count in gpu.steps, or, for qlora_adapter with
+        `training_pod`, its training pod's."""
+        return self.gpu.count(step) > 0 or (self.training_pod and step == "qlora_adapter")
 
     @field_validator("env_secrets", "env_config_maps", "data_claim", "service_account")
     @classmethod
@@ -171,6 +188,8 @@ def load_k8s_settings(path: str | Path | None = None) -> K8sSettings:
     try:
         return K8sSettings(**raw)
     except ValidationError as err:
-        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+        # a whole-settings check (training_pod with gpu.steps) has no key of its own: its message names both
+        problems = [": ".join(filter(None, (".".join(str(p) for p in e["loc"]),
+                                            e["msg"].removeprefix("Value error, "))))
                     for e in err.errors()]
         raise K8sSettingsError(f"{path}: " + "; ".join(problems)) from None

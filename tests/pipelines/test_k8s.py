@@ -167,6 +167,8 @@ def write(tmp_path, text: str):
     ("env_secrets: [Team_Secrets]", "env_secrets: 'Team_Secrets' is not a Kubernetes object name"),
     ("data_path: data", "data_path: must be an absolute path in the container, got 'data'"),
     ("gpu: {tolerations: [{key: dedicated, operator: Equal}]}", "gpu.tolerations.0: toleration 'dedicated': operator Equal needs a value"),
+    ("training_pod: true", "k8s.yaml: training_pod runs the training in a pod with nproc_per_node GPUs, so the "
+                           "qlora_adapter step's own pod needs none: set gpu.steps.qlora_adapter to 0, got 1"),
     ("image: [", "is not valid YAML"),
     ("- a list", "must hold a mapping of settings, got list"),
 ])
