@@ -150,7 +150,8 @@ def _spike_in_subprocess(paged: bool) -> dict:
     code = f"import json; from benchmarks.gpu import spike_step; print('RESULT' + json.dumps(spike_step({paged})))"
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=SPIKE_TIMEOUT_S,
-                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                  filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     except subprocess.TimeoutExpired:
         return {"optimizer": "paged" if paged else "non-paged", "outcome": f"no result in {SPIKE_TIMEOUT_S} s"}
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT")), None)
