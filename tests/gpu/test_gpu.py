@@ -50,3 +50,31 @@ def test_paged_adamw_pages_its_state_on_cuda(gpu, gpu_quantized, tiny_dataset, t
     assert summary.peak_memory_bytes > 0  # torch.cuda.max_memory_allocated
     assert len(summary.loss_history) == 3 and all(math.isfinite(loss) for _, loss in summary.loss_history)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_the_steps_torchrun_path_trains_on_the_ranks_gpu(gpu, gpu_quantized, tiny_dataset, tmp_path):
+    """What qlora_adapter runs, on CUDA: the launcher (torchrun, one rank), the rank on GPU LOCAL_RANK with the
+    device's own compute dtype, paged AdamW; its summary and adapter where the step reads them."""
+    import subprocess
+
+    from ops.core.paths import REPO_ROOT
+    from ops.train.launch import TrainJob, launch_command
+    from ops.train.launch_spec import LaunchSpec
+    from ops.train.spec import TrainResult
+    from tests.tiny import TINY_RECIPE
+
+    spec = dict(max_steps=3, batch_size=8, logging_steps=1, save_steps=100, warmup_steps=1, optim="paged_adamw_32bit",
+                **TINY_RECIPE)
+    out = tmp_path / "out"
+    job = TrainJob(model_dir=str(gpu_quantized[0] / "model"), dataset_dir=str(tiny_dataset[0]), out_dir=str(out),
+                   checkpoint_dir=str(tmp_path / "ckpt"), spec=spec, require_gpu=True,
+                   launch=LaunchSpec(nproc_per_node=1), rdzv_id="gpu-test")
+    failure = tmp_path / "failure.json"
+    proc = subprocess.run(launch_command(job.write(tmp_path / "ckpt" / "launch.json"), 0, failure), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (failure.read_text() if failure.is_file() else "") + proc.stderr[-3000:]
+    result = TrainResult.model_validate_json((out / "train_summary.json").read_text())
+    assert result.device == "cuda" and result.steps == 3 and result.world_size == 1
+    assert result.compute_dtype == gpu.dtype_name
+    assert "with paged optimizer state" in result.optimizer, result.optimizer
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
