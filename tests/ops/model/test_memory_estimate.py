@@ -66,6 +66,8 @@ def test_bad_sizes_name_the_value(field, value):
 
 def test_fit_error_names_the_numbers():
     assert fit_error(10 * 2**30, 20 * 2**30, 24 * 2**30, "L4") is None
+    # above the free memory but within the estimate's measured overshoot on a GPU (1.4x): not refused
+    assert fit_error(27 * 2**30, 20 * 2**30, 24 * 2**30, "L4") is None
     assert fit_error(30 * 2**30, 20 * 2**30, 24 * 2**30, "L4") == (
         "training needs about 30.0 GiB (estimated) but the GPU L4 has 20.0 GiB free of 24.0 GiB; lower batch_size "
         "or max_seq_len, or turn gradient_checkpointing on")
@@ -116,9 +118,10 @@ def test_estimate_is_within_a_quarter_of_the_measured_peak(tiny_quantized, tiny_
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_a_run_larger_than_the_gpu_fails_before_loading():
-    from ops.model.device import GPUMemoryError, ensure_fits, resolve_device
+    from ops.model.device import GPU_ESTIMATE_MARGIN, GPUMemoryError, ensure_fits, resolve_device
 
     device = resolve_device(require_gpu=True)
     free = ensure_fits(2**20, device)
+    assert ensure_fits(free + 2**30, device) is not None  # within the estimate's overshoot: let it try
     with pytest.raises(GPUMemoryError, match=r"^training needs about .* GiB \(estimated\) but the GPU "):
-        ensure_fits(free + 2**30, device)
+        ensure_fits(int(free * GPU_ESTIMATE_MARGIN) + 2**30, device)
