@@ -92,7 +92,10 @@ def _section(name: str, entry: dict, md_dir: Path) -> list[str]:
     lines = [f"## {result.get('title') or name}", "",
              f"Benchmark `{name}`; goal: {result.get('goal') or '(none stated)'}; **{status_of(entry)}**.", "",
              f"Reproduce: `{entry['command']}`. Ran at commit {entry['commit']} on {entry['date']}, "
-             f"{entry['seconds']:.0f} s, load average {entry['load_before']} before and {entry['load_after']} after"
+             f"{entry['seconds']:.0f} s"
+             # a result run on another machine (the lent GPU) has no load figures of this one
+             + (f", load average {entry['load_before']} before and {entry['load_after']} after"
+                if entry.get("load_before") is not None else "")
              + (f", {entry['threads']} OMP threads." if entry.get("threads") else "."),
              ""]
     if entry["status"] != "ok":
