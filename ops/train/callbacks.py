@@ -35,7 +35,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0, self._tokens0, self._step0 = time.time(), self.counter.tokens, state.global_step
-        warmup = args.get_warmup_steps(state.max_steps)
+        warmup = args.get_warmup_steps(state.max_steps) if args is not None else 0
         if warmup >= state.max_steps > 0:  # e.g. warmup_steps 100 with num_epochs that come to 40 steps
             self.log(f"warning: the warm-up ({warmup} steps) is as long as training ({state.max_steps} steps): the "
                      f"learning rate never reaches {args.learning_rate:g}; shorten the warm-up or train longer")
