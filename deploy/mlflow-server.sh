@@ -19,6 +19,24 @@ set -euo pipefail
 BACKEND="postgresql+psycopg2://${MLFLOW_PG_USER}@${MLFLOW_PG_HOST}:${MLFLOW_PG_PORT:-5432}/${MLFLOW_PG_DB}"
 MLFLOW="${MLFLOW:-$(dirname "$0")/../.venv/bin/mlflow}"
 command -v "$MLFLOW" >/dev/null || MLFLOW=mlflow
+command -v "$MLFLOW" >/dev/null || { echo "$0: no mlflow program (.venv/bin/mlflow or on PATH); set MLFLOW=/path/to/mlflow" >&2; exit 127; }
+# A missing bucket would not stop the server: every artifact upload would fail with a 500 that clients retry for
+# minutes, the cause (NoSuchBucket) only in this server's log. Check it before starting.
+if [[ "$MLFLOW_ARTIFACTS_DESTINATION" == s3://* ]]; then
+    PY="$(dirname "$(command -v "$MLFLOW")")/python"
+    [ -x "$PY" ] || PY=python3
+    "$PY" - "$MLFLOW_ARTIFACTS_DESTINATION" <<'CHECK' || exit 1
+import os, sys
+import boto3, botocore.exceptions
+bucket, endpoint = sys.argv[1][len("s3://"):].split("/", 1)[0], os.environ.get("MLFLOW_S3_ENDPOINT_URL")
+try:
+    boto3.client("s3", endpoint_url=endpoint).head_bucket(Bucket=bucket)
+except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+    code = e.response["Error"].get("Code") if isinstance(e, botocore.exceptions.ClientError) else type(e).__name__
+    sys.exit(f"deploy/mlflow-server.sh: S3 bucket {bucket!r} cannot be used at {endpoint or 'AWS'} ({code}): create it "
+             "(or fix the keys) first")
+CHECK
+fi
 # --serve-artifacts: clients upload and download through the server (mlflow-artifacts:/ URIs), which alone holds the
 # S3 keys; --default-artifact-root s3://... instead would have every client write to S3 with keys of its own.
 exec "$MLFLOW" server --backend-store-uri "$BACKEND" --serve-artifacts \

@@ -36,8 +36,35 @@ def instance_file() -> Path | None:
     raise FileNotFoundError(f"{INSTANCE_ENV}={value}: no such instance file (e.g. {INSTANCE_ENV}=deploy/dagster.yaml)")
 
 
+class UnsetVariables(RuntimeError):
+    """An instance file reads environment variables (`{env: NAME}`) that are not set."""
+
+
+def unset_variables(path: Path) -> list[str]:
+    """The environment variables an instance file reads (`{env: NAME}`) that are not set, in file order."""
+    import yaml
+
+    def names(node) -> list[str]:
+        if isinstance(node, dict):
+            if set(node) == {"env"} and isinstance(node["env"], str):
+                return [node["env"]]
+            return [n for value in node.values() for n in names(value)]
+        return [n for value in node for n in names(value)] if isinstance(node, list) else []
+
+    return [n for n in dict.fromkeys(names(yaml.safe_load(path.read_text()) or {})) if n not in os.environ]
+
+
 def instance_from_file(path: Path, home: Path) -> dg.DagsterInstance:
-    """The instance that `path` describes; what it leaves local (artifacts, compute logs) goes under `home`."""
+    """The instance that `path` describes; what it leaves local (artifacts, compute logs) goes under `home`.
+
+    Raises:
+        UnsetVariables: the file reads environment variables that are not set (Dagster's own error for that is
+            several hundred characters that never name the variable).
+    """
+    missing = unset_variables(path)
+    if missing:
+        raise UnsetVariables(f"{path.name} reads {', '.join(missing)} from the environment, and "
+                                f"{'it is' if len(missing) == 1 else 'they are'} not set")
     # Dagster's public constructors read dagster.yaml from the local home itself; InstanceRef takes them apart.
     from dagster._core.instance.ref import InstanceRef
 

@@ -117,7 +117,9 @@ def check_resources(resources: dict) -> list[str]:
 def instance_problem(err: BaseException) -> str:
     """One line for an instance that cannot be opened: the missing file, or the storage's first line of error
     (SQLAlchemy appends the SQL and a help link on later lines; the password is in neither)."""
-    if isinstance(err, FileNotFoundError):
+    from pipelines.instance import UnsetVariables
+
+    if isinstance(err, (FileNotFoundError, UnsetVariables)):
         return str(err)
 
     def first_line(e: BaseException) -> str:

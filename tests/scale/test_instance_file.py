@@ -74,6 +74,21 @@ def test_a_missing_instance_file_is_named_in_one_line(monkeypatch):
         inst.instance_file()
 
 
+def test_an_unset_variable_the_file_reads_is_named_in_one_line(monkeypatch, tmp_path, capsys):
+    from pipelines import run
+
+    for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_DB"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.delenv("DAGSTER_PG_PASSWORD", raising=False)
+    assert inst.unset_variables(REPO_ROOT / "deploy" / "dagster.yaml") == ["DAGSTER_PG_PASSWORD"]
+    monkeypatch.setenv(inst.INSTANCE_ENV, "deploy/dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    with pytest.raises(inst.UnsetVariables) as err:
+        inst.get_instance()
+    assert run.instance_problem(err.value) == (
+        "dagster.yaml reads DAGSTER_PG_PASSWORD from the environment, and it is not set")
+
+
 @pytest.mark.slow
 def test_a_refused_database_login_is_one_line_without_the_password(postgres_server, tmp_path, monkeypatch, capsys):
     from pipelines import run
