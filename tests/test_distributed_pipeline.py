@@ -57,6 +57,8 @@ def test_two_machines_on_loopback_train_one_adapter_and_register_one_version(tin
                 os.killpg(proc.pid, 9)
     assert node0.returncode == 0, "".join(lines)[-3000:] + "".join(stdout)[-2000:]
     assert node1.returncode == 0, node1_out[-3000:]
+    assert node1_out.rstrip().splitlines()[-1] == \
+        "machine 1 of 2: its 1 rank(s) finished; machine 0's step saves the adapter"
     assert stdout[-1].strip() == "model_uri: models:/two-nodes/1"
 
     import json

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -101,7 +102,12 @@ def cause_rank(failure) -> int:
     return 1 if isinstance(failure.message, dict) else 2
 
 
-def describe_failure(failures: dict, checkpoint_dir: Path) -> str:
+# What a rank raises when another rank's process went away under it (gloo, NCCL): the broken link, not the cause
+PEER_LOST = re.compile(r"Connection (reset|closed) by peer|Broken pipe|remote process exited|communicator was aborted|"
+                       r"NCCL .*(Error|error).*remote", re.I)
+
+
+def describe_failure(failures: dict, checkpoint_dir: Path, nnodes: int = 1) -> str:
     """One line: which rank failed first, how, and where a rerun resumes.
 
     Args:
@@ -116,7 +122,12 @@ def describe_failure(failures: dict, checkpoint_dir: Path) -> str:
     if failure.exitcode < 0:
         how = f"was killed by {failure.signal_name()}"
     elif isinstance(failure.message, dict) and failure.message.get("message"):  # written by @record: "Type: text"
-        how = "raised " + " ".join(str(failure.message["message"]).split())
+        text = " ".join(str(failure.message["message"]).split())
+        if nnodes > 1 and PEER_LOST.search(text):  # the rank that died is on another machine: this one only saw it go
+            how = (f"lost its connection to a rank on another machine ({PEER_LOST.search(text)[0]}): that machine's "
+                   "output names the rank that failed first")
+        else:
+            how = "raised " + text
     else:
         how = f"exited with code {failure.exitcode}"
     resume = latest_checkpoint(checkpoint_dir)
@@ -144,11 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     except ChildFailedError as err:
         for rank, failure in sorted(err.failures.items()):  # every failed rank, for the run's log
             print(f"rank {rank} (pid {failure.pid}): exit code {failure.exitcode} {failure.signal_name()}", file=sys.stderr)
-        line = describe_failure(err.failures, Path(job.checkpoint_dir))
+        line = describe_failure(err.failures, Path(job.checkpoint_dir), job.launch.nnodes)
         if args.failure_file:
             args.failure_file.write_text(json.dumps({"message": line}))
         print(line, file=sys.stderr)
         return 1
+    if args.node_rank > 0:  # machine 0's step says what happened; a machine joined by hand says it here
+        print(f"machine {args.node_rank} of {job.launch.nnodes}: its {job.launch.nproc_per_node} rank(s) finished; "
+              "machine 0's step saves the adapter")
     return 0
 
 

@@ -102,6 +102,23 @@ def test_a_rank_that_raised_is_named_with_its_exception(tmp_path):
                     "no checkpoint yet: the rerun starts over")
 
 
+def test_a_rank_that_lost_a_peer_on_another_machine_points_there(tmp_path):
+    """Machine 0 sees only its own rank fail on gloo's broken link when machine 1's rank was killed."""
+    error_file = tmp_path / "error.json"
+    script = ("from torch.distributed.elastic.multiprocessing.errors import record\n"
+              "@record\ndef main():\n    raise RuntimeError('[../gloo/transport/tcp/pair.cc:537] Read error "
+              "[127.0.0.1]:24237: Connection reset by peer')\nmain()\n")
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ, "TORCHELASTIC_ERROR_FILE": str(error_file)},
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and error_file.is_file()
+    failures = {0: failure(0, 7591, 1, str(error_file))}
+    assert describe_failure(failures, tmp_path, nnodes=2) == (
+        "training failed: rank 0 (pid 7591) lost its connection to a rank on another machine (Connection reset by "
+        "peer): that machine's output names the rank that failed first; no checkpoint yet: the rerun starts over")
+    # on one machine every rank is in `failures`, so the exception is the rank's own story
+    assert "raised RuntimeError: [../gloo" in describe_failure(failures, tmp_path, nnodes=1)
+
+
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
