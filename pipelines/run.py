@@ -203,6 +203,14 @@ def registry_lines(registered: dict) -> list[str]:
     return lines + [f"model_uri: {registered['model_uri']}"]
 
 
+def refuse(log_file: Path, message: str) -> int:
+    """End a run that never started: `message` to the terminal and into the log file the first line named (exit 2)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text(message + "\n")
+    print(message, file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="YAML run config (ops: and resources: sections)")
@@ -227,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {run_id}: {args.job} from {args.config}; full log in {log_file}", flush=True)
     problems = check_run_config(run_config)
     if problems:
-        print(config_error(str(args.config), problems), file=sys.stderr)
-        return 2
+        return refuse(log_file, config_error(str(args.config), problems))
 
     import warnings
 
@@ -250,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         instance = get_instance()
     except Exception as err:  # noqa: BLE001  (a missing instance file, a database that refuses the connection)
-        print(f"error: {instance_problem(err)}", file=sys.stderr)
-        return 2
+        return refuse(log_file, f"error: {instance_problem(err)}")
     reap_dead_runs(instance)
     try:
         with terminal_apart(log_file, args.verbose) as terminal, bars_to(terminal):

@@ -4,6 +4,7 @@ prints the steps' lines without Dagster's events or library notices, and ends wi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -180,3 +181,16 @@ def test_the_terminal_shows_a_step_waiting_for_a_pool_slot_and_no_other_event():
     assert not keep.filter(record("Started execution of step \"qlora_adapter\".", object()))
     assert keep.filter(record("step 20/600  loss 5.2572", None, logging.INFO))
     assert not keep.filter(record("a step's own debug line", None, logging.DEBUG))
+
+
+def test_a_refused_config_is_in_the_log_file_the_first_line_names(tmp_path, qlora_home, capsys):
+    """The first line promises a log file; a run refused before it starts still leaves its reason there."""
+    from pipelines import run
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("ops:\n  qlora_adapter:\n    config:\n      r: 0\n      max_steps: 3\n")
+    assert run.main([str(config)]) == 2
+    out, err = capsys.readouterr()
+    log_file = Path(re.search(r"full log in (\S+)", out)[1])
+    assert err.strip().endswith("ops.qlora_adapter.config.r: r must be > 0, got 0")
+    assert log_file.read_text().strip() == err.strip()
