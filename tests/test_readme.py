@@ -226,6 +226,11 @@ def parse(command: Command) -> None:
         assert argv[1] == "-m" and importlib.util.find_spec(argv[2]) is not None, argv
         paths = [a for a in argv[3:] if re.fullmatch(r"[\w./-]+\.(ya?ml|py)", a) and "/" in a]
         assert all((REPO_ROOT / p).is_file() for p in paths), paths
+    elif program == "mlflow-server.sh":  # deploy/ script: its arguments go to `mlflow server`
+        from mlflow.cli import cli
+
+        assert (REPO_ROOT / argv[0]).is_file(), argv[0]
+        click_parse(cli, ["mlflow", "server", *argv[1:]])
     else:
         raise AssertionError(f"no parser for {program}")
 
