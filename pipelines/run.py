@@ -57,7 +57,7 @@ def check_run_config(config: dict) -> list[str]:
             continue
         fields = (section or {}).get("config") or {}
         for key in sorted(set(fields) - set(cls.model_fields)):
-            problems.append(f"ops.{asset}.config.{key}: unknown key; valid keys: {', '.join(sorted(cls.model_fields))}")
+            problems.append(f"ops.{asset}.config.{key}: {unknown_key(cls.model_fields)}")
         try:
             cls(**fields)
         except ValidationError as err:
@@ -72,6 +72,11 @@ def config_error(where: str, problems: list[str]) -> str:
     return f"error: invalid config in {where}:\n  " + "\n  ".join(problems)
 
 
+def unknown_key(valid) -> str:
+    """The problem text for a key a setting does not have, listing the ones it has (names, sorted)."""
+    return f"unknown key; valid keys: {', '.join(sorted(valid))}"
+
+
 def validation_message(cls: type, error: dict) -> str:
     """pydantic's message for one error, in our words: an unknown key inside a nested setting (a mixture source)
     lists that setting's valid keys, as the top level does."""
@@ -84,7 +89,7 @@ def validation_message(cls: type, error: dict) -> str:
         model = model.model_fields[part].annotation
         while typing.get_args(model) and not hasattr(model, "model_fields"):
             model = next(a for a in typing.get_args(model) if a is not type(None))
-    return f"unknown key; valid keys: {', '.join(sorted(model.model_fields))}"
+    return unknown_key(model.model_fields)
 
 
 def _from_env(value) -> bool:
@@ -105,7 +110,7 @@ def check_resources(resources: dict) -> list[str]:
             continue
         valid, fields = set(type(resource).model_fields), (section or {}).get("config") or {}
         for key in sorted(set(fields) - valid):
-            problems.append(f"resources.{name}.config.{key}: unknown key; valid keys: {', '.join(sorted(valid))}")
+            problems.append(f"resources.{name}.config.{key}: {unknown_key(valid)}")
         try:  # the resource's own validators (e.g. the mlflow ui_url), before any step runs
             type(resource)(**{k: v for k, v in fields.items() if k in valid and not _from_env(v)})
         except ValidationError as err:

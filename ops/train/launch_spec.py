@@ -7,6 +7,7 @@ from typing import Optional
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from ..core.validation import non_negative
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
     """(host, port) of `host:port` (an IPv6 host in brackets: `[::1]:29400`).
@@ -45,9 +46,7 @@ class LaunchSpec(BaseModel):
     @field_validator("max_restarts")
     @classmethod
     def _restarts(cls, v: int) -> int:
-        if v < 0:
-            raise ValueError(f"max_restarts must be >= 0, got {v}")
-        return v
+        return non_negative("max_restarts", v)
 
     @field_validator("rdzv_endpoint")
     @classmethod

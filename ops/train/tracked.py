@@ -10,7 +10,7 @@ from typing import Any, Callable
 from ..model.device import DeviceInfo
 from ..registry.tracking import MlflowTarget
 from .callbacks import MlflowLossCallback
-from .run_tracking import close_run, finish_adapter_run, open_adapter_run, outcome_tags, spec_defaults  # noqa: F401
+from .run_tracking import close_run, finish_adapter_run, open_adapter_run
 from .spec import TrainResult, TrainSpec
 from .trainer import train_adapter
 
